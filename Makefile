@@ -1,0 +1,84 @@
+# The project's vocabulary. Every target sets up what it needs: a clean clone needs nothing by hand.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The Lambda runtime is python3.13; pyenv ships one on this kind of machine. Fall back to python3.
+# (pyenv's shim for python3.13 exists even when 3.13 is not selected, so ask pyenv for the real path.)
+PYTHON_FOR_VENV ?= $(shell scripts/find_python.sh)
+UV_VERSION := 0.13.8
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+SAM_VENV := .venv-sam
+SAM := $(SAM_VENV)/bin/sam
+
+ROLE ?= patient
+CLINIC ?= demo
+PATIENTS ?=
+SUB ?=
+
+.PHONY: help setup run token test test-unit test-integration test-e2e lint typecheck validate build deploy bench lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements/dev.lock
+	@test -x $(PY) || $(PYTHON_FOR_VENV) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@$(UV) pip sync --quiet --python $(PY) requirements/dev.lock
+	@touch $@
+
+$(SAM_VENV)/.installed: requirements/sam.lock
+	@test -x $(SAM_VENV)/bin/python || $(PYTHON_FOR_VENV) -m venv $(SAM_VENV)
+	@$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@$(SAM_VENV)/bin/uv pip sync --quiet --python $(SAM_VENV)/bin/python requirements/sam.lock
+	@touch $@
+
+setup: $(VENV)/.installed ## Create the development environment (.venv)
+
+run: setup ## Serve the API locally: moto + localstripe + local gateway, seeded with a demo clinic
+	$(PY) -m local.run
+
+token: setup ## Print a local token: make token ROLE=patient CLINIC=demo PATIENTS=pat_1 [SUB=...]
+	@$(PY) -m local.tokens --role "$(ROLE)" --clinic "$(CLINIC)" --patients "$(PATIENTS)" --sub "$(SUB)"
+
+test: setup lint typecheck ## Lint, type-check, then unit -> integration -> e2e tests
+	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/integration
+	$(PY) -m pytest tests/e2e
+
+test-unit: setup
+	$(PY) -m pytest tests/unit
+test-integration: setup
+	$(PY) -m pytest tests/integration
+test-e2e: setup
+	$(PY) -m pytest tests/e2e
+
+lint: setup ## ruff (lint + format check) and the import contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+typecheck: setup ## mypy strict on clinic_payments (Stripe calls checked against stripe.params)
+	$(VENV)/bin/mypy
+
+validate: setup $(SAM_VENV)/.installed ## Prove template.yaml offline: SAM translator + cfn-lint, sam validate --lint
+	$(PY) scripts/validate_template.py template.yaml
+	$(SAM) validate --lint --template template.yaml --region us-east-1
+
+build: $(SAM_VENV)/.installed ## sam build (offline; needs python3.13 on PATH)
+	PATH="$$(dirname $(PYTHON_FOR_VENV)):$$PATH" $(SAM) build --template template.yaml
+
+deploy: build ## sam deploy --guided
+	$(SAM) deploy --guided
+
+bench: setup ## Benchmarks: figures and ratios measured side by side
+	$(PY) -m bench
+
+lock: setup ## Re-pin dependencies after editing requirements/*.in or layers/shared/requirements.in
+	$(UV) pip compile layers/shared/requirements.in --python-version 3.13 --python-platform aarch64-manylinux_2_28 -o layers/shared/requirements.txt --no-header
+	$(UV) pip compile requirements/dev.in --python $(PY) -o requirements/dev.lock --generate-hashes
+	$(UV) pip compile requirements/sam.in --python $(PY) -o requirements/sam.lock --generate-hashes
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,17 @@
+"""HealthFunction: liveness, the OpenAPI document and Swagger UI (no token)."""
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from clinic_payments.api.observability import logger
+from clinic_payments.api.routes.health import docs_resolver
+
+app = docs_resolver()
+
+
+@logger.inject_lambda_context(
+    correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False
+)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,1 @@
+"""Adapters: DynamoDB, Stripe, Secrets Manager. Built only by clinic_payments.wiring."""

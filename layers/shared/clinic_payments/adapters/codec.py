@@ -1,0 +1,402 @@
+"""Domain objects <-> DynamoDB items (plain Python values; the serializer adds the types)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from clinic_payments.domain.model import (
+    AccountStatus,
+    Actor,
+    Allocation,
+    CardSummary,
+    ClinicSettings,
+    Consent,
+    Failure,
+    FeeRate,
+    Invoice,
+    InvoiceLine,
+    InvoicePaymentRef,
+    InvoiceStatus,
+    LedgerEntry,
+    LedgerEntryType,
+    Location,
+    Payer,
+    Payment,
+    PaymentMethodType,
+    PaymentPurpose,
+    PaymentStatus,
+    Role,
+    StripeAccount,
+    TaxRate,
+)
+
+Item = dict[str, Any]
+
+
+def patient_pk(clinic_id: str, patient_id: str) -> str:
+    return f"CLINIC#{clinic_id}#PATIENT#{patient_id}"
+
+
+def clinic_pk(clinic_id: str) -> str:
+    return f"CLINIC#{clinic_id}"
+
+
+def _int(value: Any) -> int:
+    return int(value) if value is not None else 0
+
+
+def _opt_int(value: Any) -> int | None:
+    return int(value) if value is not None else None
+
+
+def actor_to(actor: Actor) -> Item:
+    return {"sub": actor.sub, "role": actor.role.value}
+
+
+def actor_from(item: Item) -> Actor:
+    return Actor(sub=str(item["sub"]), role=Role(item["role"]))
+
+
+def card_to(card: CardSummary | None) -> Item | None:
+    if card is None:
+        return None
+    return {
+        "id": card.id,
+        "brand": card.brand,
+        "last4": card.last4,
+        "exp_month": card.exp_month,
+        "exp_year": card.exp_year,
+    }
+
+
+def card_from(item: Item | None) -> CardSummary | None:
+    if not item:
+        return None
+    return CardSummary(
+        id=str(item["id"]),
+        brand=item.get("brand"),
+        last4=item.get("last4"),
+        exp_month=_opt_int(item.get("exp_month")),
+        exp_year=_opt_int(item.get("exp_year")),
+    )
+
+
+def failure_to(failure: Failure | None) -> Item | None:
+    if failure is None:
+        return None
+    return {"code": failure.code, "decline_code": failure.decline_code, "message": failure.message}
+
+
+def failure_from(item: Item | None) -> Failure | None:
+    if not item:
+        return None
+    return Failure(item.get("code"), item.get("decline_code"), str(item.get("message", "")))
+
+
+def ref_to(ref: InvoicePaymentRef) -> Item:
+    return {"payment_id": ref.payment_id, "amount": ref.amount, "method": ref.method, "at": ref.at}
+
+
+def invoice_to_item(inv: Invoice) -> Item:
+    item: Item = {
+        "pk": patient_pk(inv.clinic_id, inv.patient_id),
+        "sk": f"INVOICE#{inv.id}",
+        "type": "invoice",
+        "id": inv.id,
+        "number": inv.number,
+        "clinic_id": inv.clinic_id,
+        "patient_id": inv.patient_id,
+        "status": inv.status.value,
+        "currency": inv.currency,
+        "lines": [
+            {
+                "id": line.id,
+                "description": line.description,
+                "service_date": line.service_date,
+                "quantity": line.quantity,
+                "unit_amount": line.unit_amount,
+                "amount": line.amount,
+                "tax_rate_id": line.tax_rate_id,
+                "tax_amount": line.tax_amount,
+            }
+            for line in inv.lines
+        ],
+        "subtotal": inv.subtotal,
+        "tax": inv.tax,
+        "total": inv.total,
+        "amount_paid": inv.amount_paid,
+        "due_date": inv.due_date,
+        "memo": inv.memo,
+        "created_at": inv.created_at,
+        "created_by": actor_to(inv.created_by),
+        "paid_at": inv.paid_at,
+        "voided_at": inv.voided_at,
+        "payments": [ref_to(p) for p in inv.payments],
+    }
+    if inv.is_payable:
+        # Sparse index of open invoices by due date, clinic-wide (never used to decide money).
+        item["gsi1pk"] = f"CLINIC#{inv.clinic_id}#OPEN_INVOICES"
+        item["gsi1sk"] = f"{inv.due_date or '9999-12-31'}#{inv.id}"
+    return item
+
+
+def invoice_from(item: Item) -> Invoice:
+    return Invoice(
+        id=str(item["id"]),
+        number=str(item["number"]),
+        clinic_id=str(item["clinic_id"]),
+        patient_id=str(item["patient_id"]),
+        status=InvoiceStatus(item["status"]),
+        currency=str(item["currency"]),
+        lines=[
+            InvoiceLine(
+                id=str(line["id"]),
+                description=str(line["description"]),
+                service_date=line.get("service_date"),
+                quantity=_int(line["quantity"]),
+                unit_amount=_int(line["unit_amount"]),
+                amount=_int(line["amount"]),
+                tax_rate_id=line.get("tax_rate_id"),
+                tax_amount=_int(line.get("tax_amount")),
+            )
+            for line in item.get("lines", [])
+        ],
+        subtotal=_int(item["subtotal"]),
+        tax=_int(item["tax"]),
+        total=_int(item["total"]),
+        amount_paid=_int(item["amount_paid"]),
+        due_date=item.get("due_date"),
+        memo=item.get("memo"),
+        created_at=str(item["created_at"]),
+        created_by=actor_from(item["created_by"]),
+        paid_at=item.get("paid_at"),
+        voided_at=item.get("voided_at"),
+        payments=[
+            InvoicePaymentRef(
+                str(p["payment_id"]), _int(p["amount"]), str(p["method"]), str(p["at"])
+            )
+            for p in item.get("payments", [])
+        ],
+    )
+
+
+PENDING_PK = "PAYMENTS#PENDING"
+
+
+def payment_to_item(p: Payment) -> Item:
+    item: Item = {
+        "pk": patient_pk(p.clinic_id, p.patient_id),
+        "sk": f"PAYMENT#{p.id}",
+        "type": "payment",
+        "id": p.id,
+        "clinic_id": p.clinic_id,
+        "patient_id": p.patient_id,
+        "status": p.status.value,
+        "method": p.method.value,
+        "purpose": p.purpose.value,
+        "amount": p.amount,
+        "fee_amount": p.fee_amount,
+        "currency": p.currency,
+        "allocations": [{"invoice_id": a.invoice_id, "amount": a.amount} for a in p.allocations],
+        "credit_amount": p.credit_amount,
+        "created_by": actor_to(p.created_by),
+        "created_at": p.created_at,
+        "payer": p.payer.value,
+        "reference": p.reference,
+        "note": p.note,
+        "receipt_email": p.receipt_email,
+        "location_id": p.location_id,
+        "save_card": p.save_card,
+        "consent": (
+            {
+                "agreed": p.consent.agreed,
+                "wording_version": p.consent.wording_version,
+                "by": actor_to(p.consent.by),
+                "at": p.consent.at,
+            }
+            if p.consent
+            else None
+        ),
+        "off_session": p.off_session,
+        "stripe_account_id": p.stripe_account_id,
+        "stripe_customer_id": p.stripe_customer_id,
+        "stripe_payment_intent_id": p.stripe_payment_intent_id,
+        "client_secret": p.client_secret,
+        "payment_method": card_to(p.payment_method),
+        "failure": failure_to(p.failure),
+        "confirmation_number": p.confirmation_number,
+        "succeeded_at": p.succeeded_at,
+        "amount_received": p.amount_received,
+    }
+    if not p.is_final and p.status is not PaymentStatus.FAILED:
+        item["gsi1pk"] = PENDING_PK
+        item["gsi1sk"] = pending_sort_key(p)
+    return item
+
+
+def pending_sort_key(p: Payment) -> str:
+    return f"{p.created_at}#{p.clinic_id}#{p.patient_id}#{p.id}"
+
+
+def payment_from(item: Item) -> Payment:
+    consent = item.get("consent")
+    return Payment(
+        id=str(item["id"]),
+        clinic_id=str(item["clinic_id"]),
+        patient_id=str(item["patient_id"]),
+        status=PaymentStatus(item["status"]),
+        method=PaymentMethodType(item["method"]),
+        purpose=PaymentPurpose(item["purpose"]),
+        amount=_int(item["amount"]),
+        fee_amount=_int(item.get("fee_amount")),
+        currency=str(item["currency"]),
+        allocations=[
+            Allocation(str(a["invoice_id"]), _int(a["amount"])) for a in item.get("allocations", [])
+        ],
+        credit_amount=_int(item.get("credit_amount")),
+        created_by=actor_from(item["created_by"]),
+        created_at=str(item["created_at"]),
+        payer=Payer(item.get("payer") or "self"),
+        reference=item.get("reference"),
+        note=item.get("note"),
+        receipt_email=item.get("receipt_email"),
+        location_id=item.get("location_id"),
+        save_card=bool(item.get("save_card")),
+        consent=(
+            Consent(
+                bool(consent["agreed"]),
+                str(consent["wording_version"]),
+                actor_from(consent["by"]),
+                str(consent["at"]),
+            )
+            if consent
+            else None
+        ),
+        off_session=bool(item.get("off_session")),
+        stripe_account_id=item.get("stripe_account_id"),
+        stripe_customer_id=item.get("stripe_customer_id"),
+        stripe_payment_intent_id=item.get("stripe_payment_intent_id"),
+        client_secret=item.get("client_secret"),
+        payment_method=card_from(item.get("payment_method")),
+        failure=failure_from(item.get("failure")),
+        confirmation_number=item.get("confirmation_number"),
+        succeeded_at=item.get("succeeded_at"),
+        amount_received=_int(item.get("amount_received")),
+    )
+
+
+def ledger_to_item(clinic_id: str, patient_id: str, e: LedgerEntry) -> Item:
+    return {
+        "pk": patient_pk(clinic_id, patient_id),
+        "sk": f"LEDGER#{e.at}#{e.id}",
+        "type": "ledger",
+        "id": e.id,
+        "entry_type": e.type.value,
+        "amount": e.amount,
+        "currency": e.currency,
+        "at": e.at,
+        "actor": actor_to(e.actor),
+        "invoice_id": e.invoice_id,
+        "payment_id": e.payment_id,
+        "location_id": e.location_id,
+        "reason": e.reason,
+    }
+
+
+def ledger_from(item: Item) -> LedgerEntry:
+    return LedgerEntry(
+        id=str(item["id"]),
+        type=LedgerEntryType(item["entry_type"]),
+        amount=_int(item["amount"]),
+        currency=str(item["currency"]),
+        at=str(item["at"]),
+        actor=actor_from(item["actor"]),
+        invoice_id=item.get("invoice_id"),
+        payment_id=item.get("payment_id"),
+        location_id=item.get("location_id"),
+        reason=item.get("reason"),
+    )
+
+
+def settings_to_item(s: ClinicSettings) -> Item:
+    return {
+        "pk": clinic_pk(s.clinic_id),
+        "sk": "SETTINGS",
+        "type": "settings",
+        "clinic_id": s.clinic_id,
+        "clinic_name": s.clinic_name,
+        "currency": s.currency,
+        "accept_portal_payments": s.accept_portal_payments,
+        "allow_credit_topups": s.allow_credit_topups,
+        "email_pay_online_requests": s.email_pay_online_requests,
+        "pass_processing_fees": s.pass_processing_fees,
+        "fee_schedule": {
+            method: {"percent": str(rate.percent), "fixed": rate.fixed}
+            for method, rate in s.fee_schedule.items()
+        },
+        "tax_rates": [{"id": t.id, "name": t.name, "percent": str(t.percent)} for t in s.tax_rates],
+        "locations": [{"id": loc.id, "name": loc.name} for loc in s.locations],
+        "card_on_file_wording_version": s.card_on_file_wording_version,
+    }
+
+
+def settings_from(item: Item) -> ClinicSettings:
+    return ClinicSettings(
+        clinic_id=str(item["clinic_id"]),
+        clinic_name=str(item.get("clinic_name") or ""),
+        currency=str(item["currency"]),
+        accept_portal_payments=bool(item.get("accept_portal_payments")),
+        allow_credit_topups=bool(item.get("allow_credit_topups")),
+        email_pay_online_requests=bool(item.get("email_pay_online_requests")),
+        pass_processing_fees=bool(item.get("pass_processing_fees")),
+        fee_schedule={
+            method: FeeRate(Decimal(str(rate["percent"])), _int(rate["fixed"]))
+            for method, rate in (item.get("fee_schedule") or {}).items()
+        },
+        tax_rates=[
+            TaxRate(str(t["id"]), str(t["name"]), Decimal(str(t["percent"])))
+            for t in item.get("tax_rates", [])
+        ],
+        locations=[Location(str(loc["id"]), str(loc["name"])) for loc in item.get("locations", [])],
+        card_on_file_wording_version=str(item.get("card_on_file_wording_version") or "2026-11-01"),
+    )
+
+
+def account_to_item(a: StripeAccount) -> Item:
+    return {
+        "pk": clinic_pk(a.clinic_id),
+        "sk": f"ACCOUNT#{a.account_id}",
+        "type": "stripe_account",
+        "clinic_id": a.clinic_id,
+        "account_id": a.account_id,
+        "name": a.name,
+        "status": a.status.value,
+        "admin_default": a.admin_default,
+        "portal_default": a.portal_default,
+        "primary": a.primary,
+        "secret_key_last4": a.secret_key_last4,
+        "publishable_key_last4": a.publishable_key_last4,
+        "webhook_secret_last4": a.webhook_secret_last4,
+        "publishable_key": a.publishable_key,
+        "updated_at": a.updated_at,
+        "updated_by": actor_to(a.updated_by),
+    }
+
+
+def account_from(item: Item) -> StripeAccount:
+    return StripeAccount(
+        clinic_id=str(item["clinic_id"]),
+        account_id=str(item["account_id"]),
+        name=str(item["name"]),
+        status=AccountStatus(item["status"]),
+        admin_default=bool(item.get("admin_default")),
+        portal_default=bool(item.get("portal_default")),
+        primary=bool(item.get("primary")),
+        secret_key_last4=str(item.get("secret_key_last4", "")),
+        publishable_key_last4=str(item.get("publishable_key_last4", "")),
+        webhook_secret_last4=str(item.get("webhook_secret_last4", "")),
+        publishable_key=str(item.get("publishable_key", "")),
+        updated_at=str(item.get("updated_at", "")),
+        updated_by=actor_from(item["updated_by"]),
+    )

@@ -1,0 +1,630 @@
+"""DynamoDB implementation of PaymentsRepository: one table, a patient's account per partition.
+
+Every write that decides money is conditional; a settlement is one transaction. No Scan.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import TYPE_CHECKING, Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from clinic_payments.adapters import codec
+from clinic_payments.adapters.codec import Item, clinic_pk, patient_pk
+from clinic_payments.domain.errors import ConflictError, StaleWriteError, ValidationError
+from clinic_payments.domain.model import (
+    CardSummary,
+    ClinicSettings,
+    Credit,
+    Failure,
+    Invoice,
+    InvoiceStatus,
+    Page,
+    Payment,
+    PaymentStatus,
+    StripeAccount,
+)
+from clinic_payments.domain.payments import statuses_before
+from clinic_payments.domain.ports import IdempotencyRecord, SettlementWrite, StripeObjectLink
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+EVENT_RETENTION_SECONDS = 60 * 60 * 24 * 30
+IDEMPOTENCY_RETENTION_SECONDS = 60 * 60 * 24
+_OPEN = (InvoiceStatus.OPEN.value, InvoiceStatus.PARTIALLY_PAID.value)
+
+
+def _dump(item: Item) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in item.items()}
+
+
+def _load(raw: dict[str, Any]) -> Item:
+    return {k: _de.deserialize(v) for k, v in raw.items()}
+
+
+def _values(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in values.items()}
+
+
+def _failed_conditions(error: ClientError) -> list[bool]:
+    reasons = error.response.get("CancellationReasons") or []
+    return [r.get("Code") == "ConditionalCheckFailed" for r in reasons]
+
+
+def _is_condition_failure(error: ClientError) -> bool:
+    return error.response["Error"]["Code"] == "ConditionalCheckFailedException"
+
+
+def _encode_cursor(sk: str) -> str:
+    return base64.urlsafe_b64encode(sk.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, prefix: str) -> str:
+    # Only the sort key travels in a cursor; the partition is always the caller's own.
+    try:
+        sk = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValidationError("Invalid cursor.", [{"field": "cursor", "issue": "invalid"}]) from exc
+    if not sk.startswith(prefix):
+        raise ValidationError("Invalid cursor.", [{"field": "cursor", "issue": "invalid"}])
+    return sk
+
+
+class DynamoPaymentsRepository:
+    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+        self._ddb = client
+        self._table = table_name
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _get(self, pk: str, sk: str) -> Item | None:
+        raw = self._ddb.get_item(
+            TableName=self._table,
+            Key=_dump({"pk": pk, "sk": sk}),
+            ConsistentRead=True,
+        ).get("Item")
+        return _load(raw) if raw else None
+
+    def _query_all(self, pk: str, prefix: str) -> list[Item]:
+        items: list[Item] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ExpressionAttributeValues": _values({":pk": pk, ":prefix": prefix}),
+            "ConsistentRead": True,
+        }
+        while True:
+            page = self._ddb.query(**kwargs)
+            items.extend(_load(i) for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return items
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    # -- clinic configuration --------------------------------------------------------------
+
+    def get_settings(self, clinic_id: str) -> ClinicSettings | None:
+        item = self._get(clinic_pk(clinic_id), "SETTINGS")
+        return codec.settings_from(item) if item else None
+
+    def put_settings(self, settings: ClinicSettings) -> None:
+        self._ddb.put_item(TableName=self._table, Item=_dump(codec.settings_to_item(settings)))
+
+    def get_account(self, clinic_id: str, account_id: str) -> StripeAccount | None:
+        item = self._get(clinic_pk(clinic_id), f"ACCOUNT#{account_id}")
+        return codec.account_from(item) if item else None
+
+    def list_accounts(self, clinic_id: str) -> list[StripeAccount]:
+        return [codec.account_from(i) for i in self._query_all(clinic_pk(clinic_id), "ACCOUNT#")]
+
+    def put_account(self, account: StripeAccount) -> None:
+        self._ddb.put_item(TableName=self._table, Item=_dump(codec.account_to_item(account)))
+
+    # -- invoices --------------------------------------------------------------------------
+
+    def next_invoice_number(self, clinic_id: str) -> int:
+        out = self._ddb.update_item(
+            TableName=self._table,
+            Key=_dump({"pk": clinic_pk(clinic_id), "sk": "COUNTER#INVOICE"}),
+            UpdateExpression="ADD #n :one",
+            ExpressionAttributeNames={"#n": "value"},
+            ExpressionAttributeValues=_values({":one": 1}),
+            ReturnValues="UPDATED_NEW",
+        )
+        return int(_load(out["Attributes"])["value"])
+
+    def put_new_invoice(self, invoice: Invoice) -> None:
+        self._ddb.put_item(
+            TableName=self._table,
+            Item=_dump(codec.invoice_to_item(invoice)),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def get_invoice(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice | None:
+        item = self._get(patient_pk(clinic_id, patient_id), f"INVOICE#{invoice_id}")
+        return codec.invoice_from(item) if item else None
+
+    def list_invoices(
+        self, clinic_id: str, patient_id: str, status: str, limit: int, cursor: str | None
+    ) -> Page[Invoice]:
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ScanIndexForward": False,  # ids are time-ordered: newest first
+            "ConsistentRead": True,
+        }
+        values: dict[str, Any] = {":pk": patient_pk(clinic_id, patient_id), ":prefix": "INVOICE#"}
+        if status != "all":
+            wanted = _OPEN if status == "open" else (status,)
+            names = ", ".join(f":s{i}" for i in range(len(wanted)))
+            kwargs["FilterExpression"] = f"#status IN ({names})"
+            kwargs["ExpressionAttributeNames"] = {"#status": "status"}
+            values.update({f":s{i}": s for i, s in enumerate(wanted)})
+        kwargs["ExpressionAttributeValues"] = _values(values)
+        start = _decode_cursor(cursor, "INVOICE#") if cursor else None
+        found: list[Invoice] = []
+        while True:
+            if start:
+                kwargs["ExclusiveStartKey"] = _dump(
+                    {"pk": patient_pk(clinic_id, patient_id), "sk": start}
+                )
+            kwargs["Limit"] = limit - len(found) + 1
+            page = self._ddb.query(**kwargs)
+            for raw in page.get("Items", []):
+                found.append(codec.invoice_from(_load(raw)))
+                if len(found) > limit:
+                    last = found[limit - 1]
+                    return Page(found[:limit], _encode_cursor(f"INVOICE#{last.id}"))
+            if "LastEvaluatedKey" not in page:
+                return Page(found, None)
+            start = str(_load(page["LastEvaluatedKey"])["sk"])
+
+    def all_invoices(self, clinic_id: str, patient_id: str) -> list[Invoice]:
+        items = self._query_all(patient_pk(clinic_id, patient_id), "INVOICE#")
+        return [codec.invoice_from(i) for i in items]
+
+    def void_invoice(self, invoice: Invoice, at: str) -> None:
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=_dump(
+                    {
+                        "pk": patient_pk(invoice.clinic_id, invoice.patient_id),
+                        "sk": f"INVOICE#{invoice.id}",
+                    }
+                ),
+                UpdateExpression="SET #status = :void, voided_at = :at REMOVE gsi1pk, gsi1sk",
+                # A payment may have landed since the invoice was read: only void an unpaid one.
+                ConditionExpression="amount_paid = :zero AND #status <> :void",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_values({":void": "void", ":at": at, ":zero": 0}),
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                raise ConflictError("The invoice has payments on it or is already void.") from exc
+            raise
+
+    # -- payments --------------------------------------------------------------------------
+
+    def put_new_payment(self, payment: Payment) -> bool:
+        try:
+            self._ddb.put_item(
+                TableName=self._table,
+                Item=_dump(codec.payment_to_item(payment)),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def get_payment(self, clinic_id: str, patient_id: str, payment_id: str) -> Payment | None:
+        item = self._get(patient_pk(clinic_id, patient_id), f"PAYMENT#{payment_id}")
+        return codec.payment_from(item) if item else None
+
+    def attach_intent(self, payment: Payment, link: StripeObjectLink) -> None:
+        key = {
+            "pk": patient_pk(payment.clinic_id, payment.patient_id),
+            "sk": f"PAYMENT#{payment.id}",
+        }
+        try:
+            self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _dump(key),
+                            "UpdateExpression": (
+                                "SET stripe_payment_intent_id = :pi, client_secret = :cs, "
+                                "stripe_customer_id = :cus, payment_method = :pm"
+                            ),
+                            # One payment, one PaymentIntent, whoever records it first.
+                            "ConditionExpression": (
+                                "attribute_exists(pk) AND (attribute_not_exists("
+                                "stripe_payment_intent_id) OR stripe_payment_intent_id = :pi "
+                                "OR stripe_payment_intent_id = :null)"
+                            ),
+                            "ExpressionAttributeValues": _values(
+                                {
+                                    ":pi": payment.stripe_payment_intent_id,
+                                    ":cs": payment.client_secret,
+                                    ":cus": payment.stripe_customer_id,
+                                    ":pm": codec.card_to(payment.payment_method),
+                                    ":null": None,
+                                }
+                            ),
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _dump(
+                                {
+                                    "pk": f"STRIPE#{payment.stripe_payment_intent_id}",
+                                    "sk": "LINK",
+                                    "type": "stripe_link",
+                                    "clinic_id": link.clinic_id,
+                                    "patient_id": link.patient_id,
+                                    "payment_id": link.payment_id,
+                                    "account_id": link.account_id,
+                                }
+                            ),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                raise ConflictError("The payment is linked to another PaymentIntent.") from exc
+            raise
+
+    def update_payment_status(
+        self,
+        payment: Payment,
+        status: PaymentStatus,
+        *,
+        failure: Failure | None = None,
+        payment_method: CardSummary | None = None,
+        client_secret: str | None = None,
+    ) -> bool:
+        allowed = statuses_before(status)
+        if not allowed:
+            return False
+        sets = ["#status = :status", "failure = :failure"]
+        values: dict[str, Any] = {":status": status.value, ":failure": codec.failure_to(failure)}
+        if payment_method is not None:
+            sets.append("payment_method = :pm")
+            values[":pm"] = codec.card_to(payment_method)
+        if client_secret is not None:
+            sets.append("client_secret = :cs")
+            values[":cs"] = client_secret
+        names = ", ".join(f":from{i}" for i in range(len(allowed)))
+        values.update({f":from{i}": s.value for i, s in enumerate(allowed)})
+        expression = "SET " + ", ".join(sets)
+        if status is PaymentStatus.FAILED or status in (
+            PaymentStatus.SUCCEEDED,
+            PaymentStatus.CANCELED,
+        ):
+            expression += " REMOVE gsi1pk, gsi1sk"
+        else:
+            expression += ", gsi1pk = :gpk, gsi1sk = :gsk"
+            values[":gpk"] = codec.PENDING_PK
+            values[":gsk"] = codec.pending_sort_key(payment)
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=_dump(
+                    {
+                        "pk": patient_pk(payment.clinic_id, payment.patient_id),
+                        "sk": f"PAYMENT#{payment.id}",
+                    }
+                ),
+                UpdateExpression=expression,
+                # States only move forward, whatever order events arrive in.
+                ConditionExpression=f"#status IN ({names})",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_values(values),
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def settle(self, write: SettlementWrite) -> bool:
+        p = write.payment
+        pk = patient_pk(p.clinic_id, p.patient_id)
+        allowed = write.previous_statuses
+        from_names = ", ".join(f":from{i}" for i in range(len(allowed)))
+        payment_values: dict[str, Any] = {
+            ":status": p.status.value,
+            ":alloc": [{"invoice_id": a.invoice_id, "amount": a.amount} for a in p.allocations],
+            ":credit": p.credit_amount,
+            ":fee": p.fee_amount,
+            ":received": p.amount_received,
+            ":conf": p.confirmation_number,
+            ":at": p.succeeded_at,
+            ":pm": codec.card_to(p.payment_method),
+            ":null": None,
+        }
+        payment_values.update({f":from{i}": s.value for i, s in enumerate(allowed)})
+        items: list[Any] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _dump({"pk": pk, "sk": f"PAYMENT#{p.id}"}),
+                    "UpdateExpression": (
+                        "SET #status = :status, allocations = :alloc, credit_amount = :credit, "
+                        "fee_amount = :fee, amount_received = :received, "
+                        "confirmation_number = :conf, succeeded_at = :at, payment_method = :pm, "
+                        "failure = :null REMOVE gsi1pk, gsi1sk"
+                    ),
+                    # The one guard of exactly-once: only a payment not yet settled settles.
+                    "ConditionExpression": f"#status IN ({from_names})",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": _values(payment_values),
+                }
+            }
+        ]
+        for credit in write.invoices:
+            paid = credit.new_status is InvoiceStatus.PAID
+            expression = (
+                "SET amount_paid = amount_paid + :amount, #status = :status, "
+                "payments = list_append(if_not_exists(payments, :empty), :ref)"
+            )
+            values: dict[str, Any] = {
+                ":amount": credit.amount,
+                ":status": credit.new_status.value,
+                ":empty": [],
+                ":ref": [codec.ref_to(credit.ref)],
+                ":seen": credit.seen_amount_paid,
+                ":void": InvoiceStatus.VOID.value,
+            }
+            if paid:
+                expression += ", paid_at = :paid_at REMOVE gsi1pk, gsi1sk"
+                values[":paid_at"] = credit.ref.at
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _dump({"pk": pk, "sk": f"INVOICE#{credit.invoice_id}"}),
+                        "UpdateExpression": expression,
+                        # Applied on the balance we read: never past the invoice's total.
+                        "ConditionExpression": "amount_paid = :seen AND #status <> :void",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": _values(values),
+                    }
+                }
+            )
+        if write.credit_entry is not None:
+            entry = write.credit_entry
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _dump({"pk": pk, "sk": "CREDIT"}),
+                        "UpdateExpression": (
+                            "ADD balance :amount, version :one "
+                            "SET currency = if_not_exists(currency, :currency)"
+                        ),
+                        "ExpressionAttributeValues": _values(
+                            {":amount": entry.amount, ":one": 1, ":currency": entry.currency}
+                        ),
+                    }
+                }
+            )
+            items.append(
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": _dump(codec.ledger_to_item(p.clinic_id, p.patient_id, entry)),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                }
+            )
+        try:
+            self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code == "TransactionCanceledException":
+                failed = _failed_conditions(exc)
+                if failed and failed[0]:
+                    return False  # settled already (or no longer settleable): change nothing
+                raise StaleWriteError("An invoice changed during settlement.") from exc
+            if code in ("TransactionConflictException", "TransactionInProgressException"):
+                raise StaleWriteError("A concurrent transaction touched the same items.") from exc
+            raise
+        return True
+
+    def get_stripe_link(self, object_id: str) -> StripeObjectLink | None:
+        item = self._get(f"STRIPE#{object_id}", "LINK")
+        if item is None:
+            return None
+        return StripeObjectLink(
+            str(item["clinic_id"]),
+            str(item["patient_id"]),
+            str(item["payment_id"]),
+            str(item["account_id"]),
+        )
+
+    def pending_payments(self, older_than: str, limit: int) -> list[StripeObjectLink]:
+        # The GSI is eventually consistent: it only says where to look. settle() decides.
+        page = self._ddb.query(
+            TableName=self._table,
+            IndexName="GSI1",
+            KeyConditionExpression="gsi1pk = :pk AND gsi1sk < :cutoff",
+            ExpressionAttributeValues=_values({":pk": codec.PENDING_PK, ":cutoff": older_than}),
+            Limit=limit,
+        )
+        links = []
+        for raw in page.get("Items", []):
+            item = _load(raw)
+            links.append(
+                StripeObjectLink(
+                    str(item["clinic_id"]),
+                    str(item["patient_id"]),
+                    str(item["id"]),
+                    str(item.get("stripe_account_id") or ""),
+                )
+            )
+        return links
+
+    def stop_tracking(self, payment: Payment) -> None:
+        self._ddb.update_item(
+            TableName=self._table,
+            Key=_dump(
+                {
+                    "pk": patient_pk(payment.clinic_id, payment.patient_id),
+                    "sk": f"PAYMENT#{payment.id}",
+                }
+            ),
+            UpdateExpression="REMOVE gsi1pk, gsi1sk",
+        )
+
+    # -- credit ----------------------------------------------------------------------------
+
+    def get_credit(self, clinic_id: str, patient_id: str) -> Credit:
+        item = self._get(patient_pk(clinic_id, patient_id), "CREDIT")
+        if item is None:
+            return Credit(balance=0, currency=None, version=0)
+        return Credit(
+            int(item.get("balance", 0)), item.get("currency"), int(item.get("version", 0))
+        )
+
+    # -- stripe customers --------------------------------------------------------------------
+
+    def get_customer_id(self, clinic_id: str, patient_id: str, account_id: str) -> str | None:
+        item = self._get(patient_pk(clinic_id, patient_id), f"CUSTOMER#{account_id}")
+        return str(item["customer_id"]) if item else None
+
+    def put_customer_id(
+        self, clinic_id: str, patient_id: str, account_id: str, customer_id: str
+    ) -> str:
+        try:
+            self._ddb.put_item(
+                TableName=self._table,
+                Item=_dump(
+                    {
+                        "pk": patient_pk(clinic_id, patient_id),
+                        "sk": f"CUSTOMER#{account_id}",
+                        "type": "stripe_customer",
+                        "customer_id": customer_id,
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                existing = self.get_customer_id(clinic_id, patient_id, account_id)
+                if existing:
+                    return existing
+            raise
+        return customer_id
+
+    # -- webhook events ------------------------------------------------------------------------
+
+    def event_processed(self, account_key: str, event_id: str) -> bool:
+        return self._get(f"STRIPE_EVENT#{account_key}#{event_id}", "EVENT") is not None
+
+    def mark_event_processed(self, account_key: str, event_id: str, event_type: str) -> None:
+        self._ddb.put_item(
+            TableName=self._table,
+            Item=_dump(
+                {
+                    "pk": f"STRIPE_EVENT#{account_key}#{event_id}",
+                    "sk": "EVENT",
+                    "type": "stripe_event",
+                    "event_type": event_type,
+                    "expires_at": int(time.time()) + EVENT_RETENTION_SECONDS,
+                }
+            ),
+        )
+
+    # -- idempotency ------------------------------------------------------------------------------
+
+    def begin_request(
+        self, scope: str, request_hash: str, resource_id: str, lock_seconds: int
+    ) -> tuple[IdempotencyRecord, bool]:
+        now = int(time.time())
+        key = {"pk": f"IDEMPOTENCY#{scope}", "sk": "REQUEST"}
+        try:
+            self._ddb.put_item(
+                TableName=self._table,
+                Item=_dump(
+                    {
+                        **key,
+                        "type": "idempotency",
+                        "request_hash": request_hash,
+                        "resource_id": resource_id,
+                        "completed": False,
+                        "lock_until": now + lock_seconds,
+                        "expires_at": now + IDEMPOTENCY_RETENTION_SECONDS,
+                    }
+                ),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+            return IdempotencyRecord(request_hash, resource_id, completed=False), True
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+        item = self._get(key["pk"], key["sk"])
+        if item is None:  # expired and removed between the two calls: claim it again
+            return self.begin_request(scope, request_hash, resource_id, lock_seconds)
+        record = IdempotencyRecord(
+            request_hash=str(item["request_hash"]),
+            resource_id=str(item["resource_id"]),
+            completed=bool(item["completed"]),
+            status_code=int(item["status_code"]) if item.get("status_code") is not None else None,
+            body=item.get("body"),
+        )
+        if record.completed or record.request_hash != request_hash or int(item["lock_until"]) > now:
+            return record, False
+        try:
+            # The previous attempt died holding the lock: take it over, keeping its resource id
+            # so the retry resumes the same payment instead of starting another.
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=_dump(key),
+                UpdateExpression="SET lock_until = :new",
+                ConditionExpression="lock_until = :old AND completed = :false",
+                ExpressionAttributeValues=_values(
+                    {":new": now + lock_seconds, ":old": int(item["lock_until"]), ":false": False}
+                ),
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return record, False
+            raise
+        return record, True
+
+    def complete_request(self, scope: str, status_code: int, body: str) -> None:
+        self._ddb.update_item(
+            TableName=self._table,
+            Key=_dump({"pk": f"IDEMPOTENCY#{scope}", "sk": "REQUEST"}),
+            UpdateExpression="SET completed = :true, status_code = :status, body = :body",
+            ExpressionAttributeValues=_values(
+                {":true": True, ":status": status_code, ":body": body}
+            ),
+        )
+
+    def release_request(self, scope: str) -> None:
+        # Unknown outcome (a 5xx): let the client's retry run again, on the same resource id.
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=_dump({"pk": f"IDEMPOTENCY#{scope}", "sk": "REQUEST"}),
+                UpdateExpression="SET lock_until = :zero",
+                ConditionExpression="completed = :false",
+                ExpressionAttributeValues=_values({":zero": 0, ":false": False}),
+            )
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise

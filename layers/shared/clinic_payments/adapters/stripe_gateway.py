@@ -1,0 +1,243 @@
+"""Stripe, through each clinic account's own key: one StripeClient per key, never stripe.api_key.
+
+Every call's parameters are stripe-python's own TypedDicts, so mypy checks each name we send.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import stripe
+from stripe.params import (
+    CustomerCreateParams,
+    PaymentIntentCreateParams,
+)
+
+from clinic_payments.domain.errors import (
+    CardDeclinedError,
+    ConflictError,
+    DomainError,
+    NotFoundError,
+    PaymentFailedError,
+    PaymentProviderUnavailableError,
+    WebhookSignatureError,
+)
+from clinic_payments.domain.model import CardSummary, Failure, IntentSnapshot, WebhookEvent
+from clinic_payments.domain.ports import ClinicSecrets
+
+WEBHOOK_TOLERANCE_SECONDS = 300
+# Stripe's own advice is to retry with the same idempotency key; the SDK does so for network
+# errors and 5xx/409. Connect fast, allow a charge time to answer, stay inside API Gateway's 29 s.
+_TIMEOUT = (3.05, 12.0)
+_RETRIES = 2
+GENERIC_DESCRIPTION = "Clinic services"  # never names a service, a diagnosis or a patient
+
+
+def _card(pm: Any) -> CardSummary | None:
+    if not pm or not isinstance(pm, dict):
+        return None
+    card = pm.get("card") or {}
+    return CardSummary(
+        id=str(pm["id"]),
+        brand=card.get("brand"),
+        last4=card.get("last4"),
+        exp_month=card.get("exp_month"),
+        exp_year=card.get("exp_year"),
+    )
+
+
+def _failure(error: Any) -> Failure | None:
+    if not error or not isinstance(error, dict):
+        return None
+    return Failure(
+        code=error.get("code"),
+        decline_code=error.get("decline_code"),
+        message=str(error.get("message") or "The payment failed."),
+    )
+
+
+def intent_snapshot(data: dict[str, Any]) -> IntentSnapshot:
+    """A PaymentIntent (from the API or an event) as the domain sees it."""
+    pm = data.get("payment_method")
+    customer = data.get("customer")
+    return IntentSnapshot(
+        id=str(data["id"]),
+        status=str(data.get("status")),
+        amount=int(data.get("amount") or 0),
+        amount_received=int(data.get("amount_received") or 0),
+        currency=str(data.get("currency") or ""),
+        client_secret=data.get("client_secret"),
+        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+        payment_method=_card(pm)
+        if isinstance(pm, dict)
+        else (CardSummary(pm, None, None) if pm else None),
+        last_error=_failure(data.get("last_payment_error")),
+        customer=customer if isinstance(customer, str) else (customer or {}).get("id"),
+    )
+
+
+def _translate(exc: stripe.StripeError) -> DomainError:
+    if isinstance(exc, stripe.CardError):
+        error = exc.error
+        return CardDeclinedError(
+            exc.user_message or "The card was declined.",
+            [
+                {
+                    "code": exc.code,
+                    "decline_code": getattr(error, "decline_code", None),
+                    "message": exc.user_message,
+                }
+            ],
+        )
+    if isinstance(exc, (stripe.APIConnectionError, stripe.APIError, stripe.RateLimitError)):
+        return PaymentProviderUnavailableError(
+            "Stripe did not answer in time; the payment's outcome will be confirmed shortly."
+        )
+    if isinstance(exc, (stripe.AuthenticationError, stripe.PermissionError)):
+        return PaymentProviderUnavailableError(
+            "The clinic's Stripe account did not accept our credentials."
+        )
+    if isinstance(exc, stripe.IdempotencyError):
+        return ConflictError("A retried request differed from the first; nothing was charged.")
+    if isinstance(exc, stripe.InvalidRequestError) and exc.code == "resource_missing":
+        return NotFoundError("Not found at Stripe.")
+    return PaymentFailedError(exc.user_message or "Stripe refused the payment request.")
+
+
+class StripeGateway:
+    """The StripeGateway port for one clinic account."""
+
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self._client = client
+
+    def create_customer(self, clinic_id: str, patient_id: str, idempotency_key: str) -> str:
+        # Ids only: Stripe is not a HIPAA business associate, so no name, no email.
+        params: CustomerCreateParams = {
+            "metadata": {"clinic_id": clinic_id, "patient_id": patient_id},
+        }
+        try:
+            customer = self._client.v1.customers.create(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return str(customer.id)
+
+    def create_payment_intent(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        customer: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+        payment_method: str | None,
+        confirm: bool,
+        off_session: bool,
+        save_card: bool,
+        receipt_email: str | None,
+    ) -> IntentSnapshot:
+        params: PaymentIntentCreateParams = {
+            "amount": amount,
+            "currency": currency,
+            "customer": customer,
+            "metadata": metadata,
+            "description": GENERIC_DESCRIPTION,
+        }
+        if payment_method:
+            params["payment_method"] = payment_method
+        if confirm:
+            params["confirm"] = True
+            if off_session:
+                params["off_session"] = True
+        if save_card:
+            params["setup_future_usage"] = "off_session"
+        if receipt_email:
+            params["receipt_email"] = receipt_email
+        try:
+            intent = self._client.v1.payment_intents.create(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.CardError as exc:
+            # A confirm-time decline still created an intent: keep it, Stripe recorded it.
+            failed_intent = getattr(exc.error, "payment_intent", None)
+            if failed_intent is not None:
+                return intent_snapshot(failed_intent.to_dict())
+            raise _translate(exc) from exc
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return intent_snapshot(intent.to_dict())
+
+    def retrieve_payment_intent(self, intent_id: str) -> IntentSnapshot:
+        try:
+            intent = self._client.v1.payment_intents.retrieve(intent_id)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return intent_snapshot(intent.to_dict())
+
+    def retrieve_payment_method(self, payment_method_id: str) -> tuple[CardSummary, str | None]:
+        try:
+            pm = self._client.v1.payment_methods.retrieve(payment_method_id)
+        except stripe.InvalidRequestError as exc:
+            raise NotFoundError("That saved card was not found for this patient.") from exc
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        data = pm.to_dict()
+        card = _card(data) or CardSummary(payment_method_id, None, None)
+        customer = data.get("customer")
+        owner = customer if isinstance(customer, str) else (customer or {}).get("id")
+        return card, owner
+
+
+class StripeGateways:
+    """StripeGateways port: a gateway per clinic account, its client built once per key."""
+
+    def __init__(self, secrets: ClinicSecrets, api_base: str | None = None) -> None:
+        self._secrets = secrets
+        self._api_base = api_base
+        self._clients: dict[str, stripe.StripeClient] = {}
+        self._lock = threading.Lock()
+
+    def for_account(self, clinic_id: str, account_id: str) -> StripeGateway:
+        keys = self._secrets.get_keys(clinic_id, account_id)
+        if keys is None:
+            raise PaymentProviderUnavailableError("The clinic's Stripe account is not configured.")
+        with self._lock:
+            client = self._clients.get(keys.secret_key)
+            if client is None:
+                client = stripe.StripeClient(
+                    keys.secret_key,
+                    base_addresses={"api": self._api_base} if self._api_base else None,
+                    max_network_retries=_RETRIES,
+                    http_client=stripe.RequestsClient(timeout=_TIMEOUT),
+                )
+                self._clients[keys.secret_key] = client
+        return StripeGateway(client)
+
+
+class StripeWebhookVerifier:
+    """WebhookVerifier port: Stripe's signature scheme, checked on the raw body."""
+
+    def verify(self, payload: bytes, signature: str, secret: str) -> WebhookEvent:
+        try:
+            text = payload.decode("utf-8")
+            stripe.WebhookSignature.verify_header(
+                text, signature, secret, tolerance=WEBHOOK_TOLERANCE_SECONDS
+            )
+            data = json.loads(text)
+        except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as exc:
+            raise WebhookSignatureError("The webhook signature did not verify.") from exc
+        if not isinstance(data, dict) or "id" not in data or "type" not in data:
+            raise WebhookSignatureError("The webhook body is not a Stripe event.")
+        obj = (data.get("data") or {}).get("object") or {}
+        object_type = obj.get("object") if isinstance(obj, dict) else None
+        intent = intent_snapshot(obj) if object_type == "payment_intent" else None
+        return WebhookEvent(
+            id=str(data["id"]),
+            type=str(data["type"]),
+            object_type=object_type,
+            object_id=obj.get("id") if isinstance(obj, dict) else None,
+            intent=intent,
+        )

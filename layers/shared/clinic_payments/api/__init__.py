@@ -1,0 +1,1 @@
+"""The HTTP edge: request/response models, auth, errors, idempotency, routes."""

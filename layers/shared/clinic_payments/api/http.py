@@ -1,0 +1,104 @@
+"""The resolver every function uses: validation on, debug off, one error envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+
+from clinic_payments.api.errors import (
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    envelope,
+    internal_error,
+    json_response,
+    status_for,
+)
+from clinic_payments.api.observability import logger
+from clinic_payments.domain.errors import DomainError, PaymentError
+
+MAX_BODY_BYTES = 64 * 1024
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+        # A route's single body model is named in loc after "body": drop the argument name.
+        if parts and parts[0] in ("request", "body_model"):
+            parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
+    details = []
+    for err in errors:
+        details.append(
+            {"field": _field(err.get("loc", ())), "issue": str(err.get("msg") or err.get("type"))}
+        )
+    return details
+
+
+def error_response(app: APIGatewayHttpResolver, exc: DomainError) -> Response[Any]:
+    """The envelope for a domain error; a payment error carries the Payment as it stands."""
+    body = envelope(exc.code, exc.message, exc.details)
+    if isinstance(exc, PaymentError) and exc.payment is not None:
+        from clinic_payments.api.presenters import payment_out
+
+        caller = app.context.get("caller")
+        body["error"]["payment"] = payment_out(exc.payment, caller).model_dump(mode="json")
+    return json_response(status_for(exc), body)
+
+
+def _edge_checks(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    event = app.current_event
+    limit = MAX_BODY_BYTES * (4 / 3 if event.is_base64_encoded else 1)
+    if event.request_context.http.method in _BODY_METHODS and len(event.body or "") > limit:
+        raise PayloadTooLargeError(f"The body may not exceed {MAX_BODY_BYTES} bytes.")
+    return next_middleware(app)
+
+
+def build_resolver(*routers: APIGatewayHttpRouter) -> APIGatewayHttpResolver:
+    # debug=False always: Powertools' debug mode writes tracebacks into 500 responses.
+    app = APIGatewayHttpResolver(enable_validation=True, debug=False)
+    app.use([_edge_checks])
+    for router in routers:
+        app.include_router(router)
+
+    @app.exception_handler(DomainError)
+    def _domain(exc: DomainError) -> Response[Any]:
+        return error_response(app, exc)
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(exc: RequestValidationError) -> Response[Any]:
+        errors = list(exc.errors())
+        if any(err.get("type") == "json_invalid" for err in errors):
+            return json_response(400, envelope("validation_error", "The body is not valid JSON."))
+        return json_response(
+            422,
+            envelope("validation_error", "The request is not valid.", validation_details(errors)),
+        )
+
+    @app.exception_handler(RequestUnsupportedContentType)
+    def _media(_exc: RequestUnsupportedContentType) -> Response[Any]:
+        return error_response(
+            app, UnsupportedMediaTypeError("Send JSON: Content-Type: application/json.")
+        )
+
+    @app.not_found
+    def _not_found(_exc: Exception) -> Response[Any]:
+        return json_response(404, envelope("not_found", "No such route."))
+
+    @app.exception_handler(Exception)
+    def _unexpected(exc: Exception) -> Response[Any]:
+        logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+        return internal_error()
+
+    return app

@@ -1,0 +1,113 @@
+"""Idempotency-Key for every POST that creates or moves money (API.md).
+
+A replay with the same key and body returns the first response (same status, same body) and
+calls Stripe no more; the same key with another body is idempotency_key_reused. Keys are
+scoped to the clinic and the caller. An unknown outcome (5xx) is not stored: the client's retry
+runs again, on the same resource id, so it resumes the same payment rather than starting one.
+
+Powertools' idempotency utility stores only successful return values and deletes its record on
+an exception; a declined card (402) must replay verbatim, hence this small middleware.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+
+from clinic_payments.api.auth import HasContext, Middleware, current_caller
+from clinic_payments.api.errors import json_response
+from clinic_payments.domain.errors import (
+    DomainError,
+    IdempotencyKeyRequiredError,
+    IdempotencyKeyReusedError,
+    RequestInProgressError,
+    ValidationError,
+)
+from clinic_payments.domain.ids import new_id
+
+LOCK_SECONDS = 60
+HEADER = "idempotency-key"
+
+
+def _valid_key(key: str) -> bool:
+    return 1 <= len(key) <= 255 and all(32 <= ord(ch) < 127 for ch in key)
+
+
+def _request_hash(app: APIGatewayHttpResolver) -> str:
+    event = app.current_event
+    body = event.decoded_body or ""
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        canonical = body
+    text = f"{event.request_context.http.method} {event.path}\n{canonical}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def idempotent(resource_prefix: str) -> Middleware:
+    def middleware(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+        from clinic_payments.api.http import error_response
+        from clinic_payments.wiring import container
+
+        key = app.current_event.headers.get(HEADER)
+        if key is None:
+            raise IdempotencyKeyRequiredError("This request needs an Idempotency-Key header.")
+        if not _valid_key(key):
+            raise ValidationError(
+                "Idempotency-Key must be 1 to 255 printable characters.",
+                [{"field": "Idempotency-Key", "issue": "invalid"}],
+            )
+        caller = current_caller(app)
+        clinic_id = (app.context.get("_route_args") or {}).get("clinic_id", "")
+        scope = hashlib.sha256(f"{clinic_id}\n{caller.sub}\n{key}".encode()).hexdigest()
+        request_hash = _request_hash(app)
+        repo = container().repository
+        record, owner = repo.begin_request(
+            scope, request_hash, new_id(resource_prefix), LOCK_SECONDS
+        )
+        if not owner:
+            if record.request_hash != request_hash:
+                raise IdempotencyKeyReusedError(
+                    "This Idempotency-Key was used with another request body."
+                )
+            if record.completed and record.status_code is not None:
+                return Response(
+                    status_code=record.status_code,
+                    content_type="application/json",
+                    body=record.body or "",
+                    headers={"Idempotent-Replayed": "true"},
+                )
+            raise RequestInProgressError(
+                "A request with this Idempotency-Key is still in progress; retry shortly."
+            )
+        app.append_context(resource_id=record.resource_id)
+        try:
+            response = next_middleware(app)
+        except DomainError as exc:
+            response = error_response(app, exc)
+        except Exception:
+            repo.release_request(scope)
+            raise
+        if response.status_code >= 500:
+            repo.release_request(scope)
+        else:
+            body = response.body if isinstance(response.body, str) else json.dumps(response.body)
+            repo.complete_request(scope, response.status_code, body)
+        return response
+
+    middleware.__name__ = "idempotent"
+    return middleware
+
+
+def resource_id(app: HasContext) -> str:
+    value = app.context.get("resource_id")
+    if not isinstance(value, str):
+        raise RuntimeError("route is not behind the idempotent() middleware")
+    return value
+
+
+__all__ = ["idempotent", "json_response", "resource_id"]

@@ -1,0 +1,282 @@
+"""Request and response bodies (pydantic). Money is a strict int: no float, string or bool."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from clinic_payments.domain.money import MAX_AMOUNT
+
+Amount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
+SignedAmount = Annotated[int, Field(strict=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
+Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[a-z]{3}$")]
+Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- requests -----------------------------------------------------------------------------
+
+
+class InvoiceLineRequest(Strict):
+    description: ShortText
+    service_date: dt.date | None = None
+    quantity: Annotated[int, Field(strict=True, ge=1, le=10_000)] = 1
+    unit_amount: Amount
+    tax_rate_id: Id | None = None
+
+
+class CreateInvoiceRequest(Strict):
+    currency: Currency | None = None
+    due_date: dt.date | None = None
+    memo: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    lines: Annotated[list[InvoiceLineRequest], Field(min_length=1, max_length=100)]
+
+
+class AllocationRequest(Strict):
+    invoice_id: Id
+    amount: Amount | None = None
+
+
+class ConsentRequest(Strict):
+    agreed: Annotated[bool, Field(strict=True)]
+    wording_version: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class CreatePaymentRequest(Strict):
+    method: Literal["card", "cash", "check"]
+    allocations: Annotated[list[AllocationRequest], Field(min_length=1, max_length=50)] | None = (
+        None
+    )
+    amount: Amount | None = None
+    payment_method_id: (
+        Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,250}$")] | None
+    ) = None
+    save_card: Annotated[bool, Field(strict=True)] = False
+    consent: ConsentRequest | None = None
+    off_session: Annotated[bool, Field(strict=True)] = False
+    payer: Literal["self", "copay", "coinsurance", "deductible"] = "self"
+    reference: Annotated[str, StringConstraints(max_length=200)] | None = None
+    note: Annotated[str, StringConstraints(max_length=1000)] | None = None
+    receipt_email: Email | None = None
+    location_id: Id | None = None
+
+
+class TaxRateModel(Strict):
+    id: Id
+    name: ShortText
+    percent: Annotated[Decimal, Field(ge=0, lt=100, max_digits=8, decimal_places=4)]
+
+    @field_validator("percent", mode="before")
+    @classmethod
+    def _no_float(cls, value: object) -> object:
+        # A float has already lost precision: take "13.5" or 13 (or 13.5 written as a string).
+        if isinstance(value, float | bool):
+            raise ValueError('give the percent as a string, e.g. "13.5", or an integer')
+        return value
+
+
+class LocationModel(Strict):
+    id: Id
+    name: ShortText
+
+
+class FeeRateModel(Strict):
+    percent: Annotated[Decimal, Field(ge=0, lt=100, max_digits=8, decimal_places=4)]
+    fixed: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
+
+
+class SettingsRequest(Strict):
+    clinic_name: Annotated[str, StringConstraints(max_length=200)] = ""
+    currency: Currency = "usd"
+    accept_portal_payments: Annotated[bool, Field(strict=True)] = True
+    allow_credit_topups: Annotated[bool, Field(strict=True)] = False
+    email_pay_online_requests: Annotated[bool, Field(strict=True)] = False
+    pass_processing_fees: Annotated[bool, Field(strict=True)] = False
+    fee_schedule: (
+        dict[
+            Literal["card", "ach_debit", "bacs_debit", "sepa_debit", "au_becs_debit"], FeeRateModel
+        ]
+        | None
+    ) = None
+    tax_rates: Annotated[list[TaxRateModel], Field(max_length=50)] = []
+    locations: Annotated[list[LocationModel], Field(max_length=200)] = []
+    card_on_file_wording_version: (
+        Annotated[str, StringConstraints(min_length=1, max_length=64)] | None
+    ) = None
+
+
+class StripeAccountRequest(Strict):
+    name: ShortText
+    secret_key: Annotated[str, StringConstraints(min_length=8, max_length=255)] | None = None
+    publishable_key: Annotated[str, StringConstraints(min_length=8, max_length=255)] | None = None
+    webhook_secret: Annotated[str, StringConstraints(min_length=8, max_length=255)] | None = None
+    status: Literal["active", "inactive"] = "active"
+    admin_default: Annotated[bool, Field(strict=True)] = False
+    portal_default: Annotated[bool, Field(strict=True)] = False
+    primary: Annotated[bool, Field(strict=True)] = False
+
+
+# -- responses ----------------------------------------------------------------------------
+
+
+class ActorOut(BaseModel):
+    sub: str
+    role: str
+
+
+class InvoiceLineOut(BaseModel):
+    id: str
+    description: str
+    service_date: str | None
+    quantity: int
+    unit_amount: int
+    amount: int
+    tax_rate_id: str | None
+    tax_amount: int
+
+
+class InvoicePaymentOut(BaseModel):
+    payment_id: str
+    amount: int
+    method: str
+    at: str
+
+
+class InvoiceOut(BaseModel):
+    id: str
+    number: str
+    clinic_id: str
+    patient_id: str
+    status: str
+    currency: str
+    lines: list[InvoiceLineOut]
+    subtotal: int
+    tax: int
+    total: int
+    amount_paid: int
+    balance_due: int
+    due_date: str | None
+    memo: str | None
+    created_at: str
+    paid_at: str | None
+    voided_at: str | None
+    payments: list[InvoicePaymentOut]
+
+
+class InvoiceSummaryOut(BaseModel):
+    outstanding_count: int
+    outstanding_amount: int
+    currency: str
+    available_credit: int
+
+
+class InvoiceListOut(BaseModel):
+    items: list[InvoiceOut]
+    next_cursor: str | None
+    summary: InvoiceSummaryOut
+
+
+class AllocationOut(BaseModel):
+    invoice_id: str
+    amount: int
+
+
+class CardOut(BaseModel):
+    id: str
+    brand: str | None
+    last4: str | None
+
+
+class FailureOut(BaseModel):
+    code: str | None
+    decline_code: str | None
+    message: str
+
+
+class ConsentOut(BaseModel):
+    agreed: bool
+    wording_version: str
+    by: ActorOut
+    at: str
+
+
+class PaymentOut(BaseModel):
+    id: str
+    status: str
+    method: str
+    purpose: str
+    amount: int
+    fee_amount: int
+    charge_amount: int
+    currency: str
+    allocations: list[AllocationOut]
+    credit_amount: int
+    client_secret: str | None
+    publishable_key: str | None = None
+    confirmation_number: str | None
+    payment_method: CardOut | None
+    failure: FailureOut | None
+    payer: str
+    reference: str | None
+    note: str | None
+    receipt_email: str | None
+    location_id: str | None
+    consent: ConsentOut | None
+    created_by: ActorOut
+    created_at: str
+    succeeded_at: str | None
+
+
+class StripeAccountOut(BaseModel):
+    account_id: str
+    name: str
+    status: str
+    admin_default: bool
+    portal_default: bool
+    primary: bool
+    secret_key_last4: str
+    publishable_key_last4: str
+    webhook_secret_last4: str
+    updated_at: str
+    updated_by: ActorOut
+
+
+class StripeAccountListOut(BaseModel):
+    items: list[StripeAccountOut]
+
+
+class SettingsOut(BaseModel):
+    clinic_id: str
+    clinic_name: str
+    currency: str
+    accept_portal_payments: bool
+    allow_credit_topups: bool
+    email_pay_online_requests: bool
+    pass_processing_fees: bool
+    fee_schedule: dict[str, dict[str, str | int]]
+    tax_rates: list[dict[str, str]]
+    locations: list[dict[str, str]]
+    card_on_file_wording_version: str
+
+
+class CardOnFileTermsOut(BaseModel):
+    wording_version: str
+    text: str
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, object]]
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,174 @@
+"""Domain objects -> response models. The one place that decides what a caller may see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clinic_payments.api.models import (
+    ActorOut,
+    AllocationOut,
+    CardOut,
+    ConsentOut,
+    FailureOut,
+    InvoiceLineOut,
+    InvoiceOut,
+    InvoicePaymentOut,
+    PaymentOut,
+    SettingsOut,
+    StripeAccountOut,
+)
+from clinic_payments.domain.model import (
+    Actor,
+    Caller,
+    ClinicSettings,
+    Invoice,
+    Payment,
+    Role,
+    StripeAccount,
+)
+
+
+def actor_out(actor: Actor) -> ActorOut:
+    return ActorOut(sub=actor.sub, role=actor.role.value)
+
+
+def invoice_out(inv: Invoice) -> InvoiceOut:
+    return InvoiceOut(
+        id=inv.id,
+        number=inv.number,
+        clinic_id=inv.clinic_id,
+        patient_id=inv.patient_id,
+        status=inv.status.value,
+        currency=inv.currency,
+        lines=[
+            InvoiceLineOut(
+                id=line.id,
+                description=line.description,
+                service_date=line.service_date,
+                quantity=line.quantity,
+                unit_amount=line.unit_amount,
+                amount=line.amount,
+                tax_rate_id=line.tax_rate_id,
+                tax_amount=line.tax_amount,
+            )
+            for line in inv.lines
+        ],
+        subtotal=inv.subtotal,
+        tax=inv.tax,
+        total=inv.total,
+        amount_paid=inv.amount_paid,
+        balance_due=inv.balance_due,
+        due_date=inv.due_date,
+        memo=inv.memo,
+        created_at=inv.created_at,
+        paid_at=inv.paid_at,
+        voided_at=inv.voided_at,
+        payments=[
+            InvoicePaymentOut(payment_id=p.payment_id, amount=p.amount, method=p.method, at=p.at)
+            for p in inv.payments
+        ],
+    )
+
+
+def may_see_client_secret(payment: Payment, caller: Any) -> bool:
+    """The client secret completes a card payment: only its owner sees it, only while open.
+
+    The owner is the patient the payment belongs to (or their representative), or the staff
+    member who started it at the front desk; never another staff member reading it later.
+    """
+    if payment.is_final or not isinstance(caller, Caller):
+        return False
+    if caller.role is Role.PATIENT:
+        return payment.patient_id in caller.patient_ids
+    return caller.sub == payment.created_by.sub
+
+
+def payment_out(payment: Payment, caller: Any, publishable_key: str | None = None) -> PaymentOut:
+    show_secret = may_see_client_secret(payment, caller)
+    return PaymentOut(
+        id=payment.id,
+        status=payment.status.value,
+        method=payment.method.value,
+        purpose=payment.purpose.value,
+        amount=payment.amount,
+        fee_amount=payment.fee_amount,
+        charge_amount=payment.charge_amount,
+        currency=payment.currency,
+        allocations=[
+            AllocationOut(invoice_id=a.invoice_id, amount=a.amount) for a in payment.allocations
+        ],
+        credit_amount=payment.credit_amount,
+        client_secret=payment.client_secret if show_secret else None,
+        publishable_key=publishable_key if show_secret else None,
+        confirmation_number=payment.confirmation_number,
+        payment_method=(
+            CardOut(
+                id=payment.payment_method.id,
+                brand=payment.payment_method.brand,
+                last4=payment.payment_method.last4,
+            )
+            if payment.payment_method
+            else None
+        ),
+        failure=(
+            FailureOut(
+                code=payment.failure.code,
+                decline_code=payment.failure.decline_code,
+                message=payment.failure.message,
+            )
+            if payment.failure
+            else None
+        ),
+        payer=payment.payer.value,
+        reference=payment.reference,
+        note=payment.note,
+        receipt_email=payment.receipt_email,
+        location_id=payment.location_id,
+        consent=(
+            ConsentOut(
+                agreed=payment.consent.agreed,
+                wording_version=payment.consent.wording_version,
+                by=actor_out(payment.consent.by),
+                at=payment.consent.at,
+            )
+            if payment.consent
+            else None
+        ),
+        created_by=actor_out(payment.created_by),
+        created_at=payment.created_at,
+        succeeded_at=payment.succeeded_at,
+    )
+
+
+def account_out(account: StripeAccount) -> StripeAccountOut:
+    return StripeAccountOut(
+        account_id=account.account_id,
+        name=account.name,
+        status=account.status.value,
+        admin_default=account.admin_default,
+        portal_default=account.portal_default,
+        primary=account.primary,
+        secret_key_last4=account.secret_key_last4,
+        publishable_key_last4=account.publishable_key_last4,
+        webhook_secret_last4=account.webhook_secret_last4,
+        updated_at=account.updated_at,
+        updated_by=actor_out(account.updated_by),
+    )
+
+
+def settings_out(s: ClinicSettings) -> SettingsOut:
+    return SettingsOut(
+        clinic_id=s.clinic_id,
+        clinic_name=s.clinic_name,
+        currency=s.currency,
+        accept_portal_payments=s.accept_portal_payments,
+        allow_credit_topups=s.allow_credit_topups,
+        email_pay_online_requests=s.email_pay_online_requests,
+        pass_processing_fees=s.pass_processing_fees,
+        fee_schedule={
+            m: {"percent": str(r.percent), "fixed": r.fixed} for m, r in s.fee_schedule.items()
+        },
+        tax_rates=[{"id": t.id, "name": t.name, "percent": str(t.percent)} for t in s.tax_rates],
+        locations=[{"id": loc.id, "name": loc.name} for loc in s.locations],
+        card_on_file_wording_version=s.card_on_file_wording_version,
+    )

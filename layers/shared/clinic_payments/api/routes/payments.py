@@ -1,0 +1,94 @@
+"""Payment routes: pay invoices (card, saved card, cash, check), read a payment."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+
+from clinic_payments.api.auth import PATIENT_OR_STAFF, access, current_caller
+from clinic_payments.api.idempotency import idempotent, resource_id
+from clinic_payments.api.models import CreatePaymentRequest, PaymentOut
+from clinic_payments.api.observability import logger, metrics
+from clinic_payments.api.presenters import payment_out
+from clinic_payments.api.routes._common import PATIENT, ok, responses
+from clinic_payments.domain.allocation import RequestedAllocation
+from clinic_payments.domain.model import Payer, Payment, PaymentMethodType
+from clinic_payments.domain.paying import ConsentGiven, PaymentRequest
+from clinic_payments.wiring import container
+
+
+def _publishable_key(payment: Payment) -> str | None:
+    if payment.stripe_account_id is None:
+        return None
+    account = container().repository.get_account(payment.clinic_id, payment.stripe_account_id)
+    return account.publishable_key if account else None
+
+
+def payment_writer() -> APIGatewayHttpRouter:
+    router = APIGatewayHttpRouter()
+
+    @router.post(
+        f"{PATIENT}/payments",
+        middlewares=[access(*PATIENT_OR_STAFF), idempotent("pay")],
+        tags=["Payments"],
+        summary="Pay one or several invoices (Idempotency-Key required)",
+        responses=responses(201, PaymentOut, 400, 401, 402, 403, 404, 409, 415, 422, 503),
+    )
+    def create_payment(
+        clinic_id: str, patient_id: str, request: Annotated[CreatePaymentRequest, Body()]
+    ) -> Any:
+        caller = current_caller(router)
+        payment_id = resource_id(router)
+        logger.append_keys(clinic_id=clinic_id, payment_id=payment_id)
+        payment = container().payments.create(
+            caller,
+            clinic_id,
+            patient_id,
+            PaymentRequest(
+                method=PaymentMethodType(request.method),
+                allocations=(
+                    [RequestedAllocation(a.invoice_id, a.amount) for a in request.allocations]
+                    if request.allocations
+                    else None
+                ),
+                amount=request.amount,
+                payment_method_id=request.payment_method_id,
+                save_card=request.save_card,
+                consent=(
+                    ConsentGiven(request.consent.agreed, request.consent.wording_version)
+                    if request.consent
+                    else None
+                ),
+                off_session=request.off_session,
+                payer=Payer(request.payer),
+                reference=request.reference,
+                note=request.note,
+                receipt_email=request.receipt_email,
+                location_id=request.location_id,
+            ),
+            payment_id,
+        )
+        metrics.add_metric(name=f"Payment_{payment.status.value}", unit="Count", value=1)
+        return ok(payment_out(payment, caller, _publishable_key(payment)), 201)
+
+    return router
+
+
+def payment_reader() -> APIGatewayHttpRouter:
+    router = APIGatewayHttpRouter()
+
+    @router.get(
+        f"{PATIENT}/payments/<payment_id>",
+        middlewares=[access(*PATIENT_OR_STAFF)],
+        tags=["Payments"],
+        summary="One payment",
+        responses=responses(200, PaymentOut, 401, 403, 404),
+    )
+    def get_payment(clinic_id: str, patient_id: str, payment_id: str) -> Any:
+        payment = container().payments.get(clinic_id, patient_id, payment_id)
+        caller = current_caller(router)
+        return ok(payment_out(payment, caller, _publishable_key(payment)))
+
+    return router

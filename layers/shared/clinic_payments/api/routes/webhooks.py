@@ -1,0 +1,37 @@
+"""The Stripe webhook: no JWT; the signature of the clinic account in the path is the proof."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+
+from clinic_payments.api.auth import public
+from clinic_payments.api.errors import json_response
+from clinic_payments.api.observability import logger, metrics
+from clinic_payments.wiring import container
+
+
+def webhook_router() -> APIGatewayHttpRouter:
+    router = APIGatewayHttpRouter()
+
+    @router.post(
+        "/v1/webhooks/stripe/<clinic_id>/<account_id>",
+        middlewares=[public],
+        tags=["Webhooks"],
+        summary="Stripe events for one clinic account (signed)",
+        # The body is Stripe's, verified on its raw bytes: no model validation of it here.
+        enable_validation=False,
+    )
+    def stripe_webhook(clinic_id: str, account_id: str) -> Any:
+        event = router.current_event
+        raw = event.get("body") or ""
+        payload = base64.b64decode(raw) if event.get("isBase64Encoded") else raw.encode("utf-8")
+        signature = event.headers.get("stripe-signature")
+        outcome = container().webhooks.handle(clinic_id, account_id, payload, signature)
+        logger.info("stripe webhook", extra={"clinic_id": clinic_id, "outcome": outcome.value})
+        metrics.add_metric(name=f"Webhook_{outcome.value}", unit="Count", value=1)
+        return json_response(200, {"received": True})
+
+    return router

@@ -1,0 +1,101 @@
+"""Domain errors. Each maps to exactly one HTTP status in clinic_payments.api.errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    code = "internal_error"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class ValidationError(DomainError):
+    code = "validation_error"
+
+
+class UnauthorizedError(DomainError):
+    code = "unauthorized"
+
+
+class ForbiddenError(DomainError):
+    code = "forbidden"
+
+
+class NotFoundError(DomainError):
+    code = "not_found"
+
+
+class ConflictError(DomainError):
+    code = "conflict"
+
+
+class InsufficientCreditError(ConflictError):
+    code = "insufficient_credit"
+
+
+class IdempotencyKeyRequiredError(DomainError):
+    code = "idempotency_key_required"
+
+
+class IdempotencyKeyReusedError(DomainError):
+    code = "idempotency_key_reused"
+
+
+class RequestInProgressError(ConflictError):
+    """Another request with the same Idempotency-Key is still being processed."""
+
+    code = "request_in_progress"
+
+
+class ConsentRequiredError(DomainError):
+    code = "consent_required"
+
+
+class PaymentError(DomainError):
+    """A payment that did not go through. Carries the Payment as it now stands."""
+
+    code = "payment_failed"
+
+    def __init__(
+        self,
+        message: str,
+        details: list[dict[str, Any]] | None = None,
+        payment: Any = None,
+    ) -> None:
+        super().__init__(message, details)
+        self.payment = payment
+
+
+class CardDeclinedError(PaymentError):
+    code = "card_declined"
+
+
+class PaymentFailedError(PaymentError):
+    code = "payment_failed"
+
+
+class PaymentRequiresActionError(PaymentError):
+    code = "payment_requires_action"
+
+
+class PaymentProviderUnavailableError(PaymentError):
+    """Stripe timed out or answered 5xx: the outcome is unknown, the payment stays processing."""
+
+    code = "payment_provider_unavailable"
+
+
+class StaleWriteError(DomainError):
+    """An optimistic write lost a race; the caller re-reads and tries again."""
+
+    code = "conflict"
+
+
+class WebhookSignatureError(DomainError):
+    """A webhook whose signature, timestamp, clinic or account does not check out."""
+
+    code = "invalid_signature"

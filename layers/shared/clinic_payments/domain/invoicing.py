@@ -1,0 +1,75 @@
+"""Invoice workflows: create, read, list, void."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from clinic_payments.domain.errors import NotFoundError, ValidationError
+from clinic_payments.domain.invoices import NewInvoice, build_invoice, ensure_voidable
+from clinic_payments.domain.model import Caller, ClinicSettings, Credit, Invoice, Page
+from clinic_payments.domain.ports import Clock, PaymentsRepository
+
+STATUS_FILTERS = ("open", "paid", "void", "all")
+
+
+@dataclass(frozen=True)
+class InvoiceSummary:
+    outstanding_count: int
+    outstanding_amount: int
+    currency: str
+    available_credit: int
+
+
+class InvoiceService:
+    def __init__(self, repository: PaymentsRepository, clock: Clock) -> None:
+        self._repo = repository
+        self._clock = clock
+
+    def settings(self, clinic_id: str) -> ClinicSettings:
+        settings = self._repo.get_settings(clinic_id)
+        if settings is None:
+            raise NotFoundError("This clinic is not set up for payments yet.")
+        return settings
+
+    def create(
+        self, caller: Caller, clinic_id: str, patient_id: str, request: NewInvoice
+    ) -> Invoice:
+        settings = self.settings(clinic_id)
+        number = self._repo.next_invoice_number(clinic_id)
+        invoice = build_invoice(
+            clinic_id, patient_id, request, settings, number, caller.actor(), self._clock.now()
+        )
+        self._repo.put_new_invoice(invoice)
+        return invoice
+
+    def get(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice:
+        invoice = self._repo.get_invoice(clinic_id, patient_id, invoice_id)
+        if invoice is None:
+            raise NotFoundError("Invoice not found.")
+        return invoice
+
+    def list(
+        self, clinic_id: str, patient_id: str, status: str, limit: int, cursor: str | None
+    ) -> tuple[Page[Invoice], InvoiceSummary]:
+        if status not in STATUS_FILTERS:
+            raise ValidationError(
+                "status must be one of open, paid, void, all.",
+                [{"field": "status", "issue": "unknown status"}],
+            )
+        page = self._repo.list_invoices(clinic_id, patient_id, status, limit, cursor)
+        settings = self.settings(clinic_id)
+        outstanding = [i for i in self._repo.all_invoices(clinic_id, patient_id) if i.is_payable]
+        credit: Credit = self._repo.get_credit(clinic_id, patient_id)
+        summary = InvoiceSummary(
+            outstanding_count=len(outstanding),
+            outstanding_amount=sum(i.balance_due for i in outstanding),
+            currency=settings.currency,
+            available_credit=credit.balance,
+        )
+        return page, summary
+
+    def void(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice:
+        invoice = self.get(clinic_id, patient_id, invoice_id)
+        ensure_voidable(invoice)
+        self._repo.void_invoice(invoice, self._clock.now())
+        return self.get(clinic_id, patient_id, invoice_id)

@@ -1,0 +1,348 @@
+"""The domain's data: plain dataclasses, no I/O. Amounts are int minor units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class Role(StrEnum):
+    PATIENT = "patient"
+    STAFF = "staff"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something: recorded on every action (the activity shows who collected)."""
+
+    sub: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class Caller(Actor):
+    clinic_id: str
+    patient_ids: frozenset[str] = frozenset()
+
+    @property
+    def is_staff(self) -> bool:
+        return self.role in (Role.STAFF, Role.ADMIN)
+
+    def may_act_for(self, patient_id: str) -> bool:
+        return self.is_staff or patient_id in self.patient_ids
+
+    def actor(self) -> Actor:
+        return Actor(sub=self.sub, role=self.role)
+
+
+class InvoiceStatus(StrEnum):
+    OPEN = "open"
+    PARTIALLY_PAID = "partially_paid"
+    PAID = "paid"
+    VOID = "void"
+
+
+@dataclass(frozen=True)
+class TaxRate:
+    id: str
+    name: str
+    percent: Decimal
+
+
+@dataclass(frozen=True)
+class Location:
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class FeeRate:
+    percent: Decimal
+    fixed: int
+
+
+def default_fee_schedule() -> dict[str, FeeRate]:
+    # DESIGN.md: all regions, card 2.9% + 30; bank debits 1.9% + 50 (minor units).
+    bank = FeeRate(Decimal("1.9"), 50)
+    return {
+        "card": FeeRate(Decimal("2.9"), 30),
+        "ach_debit": bank,
+        "bacs_debit": bank,
+        "sepa_debit": bank,
+        "au_becs_debit": bank,
+    }
+
+
+@dataclass
+class ClinicSettings:
+    clinic_id: str
+    clinic_name: str = ""
+    currency: str = "usd"
+    accept_portal_payments: bool = True
+    allow_credit_topups: bool = False
+    email_pay_online_requests: bool = False
+    pass_processing_fees: bool = False
+    fee_schedule: dict[str, FeeRate] = field(default_factory=default_fee_schedule)
+    tax_rates: list[TaxRate] = field(default_factory=list)
+    locations: list[Location] = field(default_factory=list)
+    card_on_file_wording_version: str = "2026-11-01"
+
+    def tax_rate(self, tax_rate_id: str) -> TaxRate | None:
+        return next((t for t in self.tax_rates if t.id == tax_rate_id), None)
+
+
+class AccountStatus(StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+
+
+@dataclass
+class StripeAccount:
+    """A clinic's Stripe account. The keys live in Secrets Manager; only their last four here."""
+
+    clinic_id: str
+    account_id: str
+    name: str
+    status: AccountStatus
+    admin_default: bool
+    portal_default: bool
+    primary: bool
+    secret_key_last4: str
+    publishable_key_last4: str
+    webhook_secret_last4: str
+    publishable_key: str
+    updated_at: str
+    updated_by: Actor
+
+
+@dataclass(frozen=True)
+class StripeKeys:
+    secret_key: str
+    publishable_key: str
+    webhook_secret: str
+
+    def __repr__(self) -> str:  # keys never reach a log line
+        return "StripeKeys(<redacted>)"
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    id: str
+    description: str
+    service_date: str | None
+    quantity: int
+    unit_amount: int
+    amount: int
+    tax_rate_id: str | None
+    tax_amount: int
+
+
+@dataclass(frozen=True)
+class InvoicePaymentRef:
+    payment_id: str
+    amount: int
+    method: str
+    at: str
+
+
+@dataclass
+class Invoice:
+    id: str
+    number: str
+    clinic_id: str
+    patient_id: str
+    status: InvoiceStatus
+    currency: str
+    lines: list[InvoiceLine]
+    subtotal: int
+    tax: int
+    total: int
+    amount_paid: int
+    due_date: str | None
+    memo: str | None
+    created_at: str
+    created_by: Actor
+    paid_at: str | None = None
+    voided_at: str | None = None
+    payments: list[InvoicePaymentRef] = field(default_factory=list)
+
+    @property
+    def balance_due(self) -> int:
+        if self.status is InvoiceStatus.VOID:
+            return 0
+        return self.total - self.amount_paid
+
+    @property
+    def is_payable(self) -> bool:
+        return self.status is not InvoiceStatus.VOID and self.balance_due > 0
+
+
+class PaymentMethodType(StrEnum):
+    CARD = "card"
+    CASH = "cash"
+    CHECK = "check"
+
+
+class PaymentPurpose(StrEnum):
+    INVOICE = "invoice"
+    CREDIT_TOPUP = "credit_topup"
+
+
+class PaymentStatus(StrEnum):
+    REQUIRES_PAYMENT_METHOD = "requires_payment_method"
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class Payer(StrEnum):
+    SELF = "self"
+    COPAY = "copay"
+    COINSURANCE = "coinsurance"
+    DEDUCTIBLE = "deductible"
+
+
+@dataclass(frozen=True)
+class Allocation:
+    invoice_id: str
+    amount: int
+
+
+@dataclass(frozen=True)
+class CardSummary:
+    id: str
+    brand: str | None
+    last4: str | None
+    exp_month: int | None = None
+    exp_year: int | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: str | None
+    decline_code: str | None
+    message: str
+
+
+@dataclass(frozen=True)
+class Consent:
+    agreed: bool
+    wording_version: str
+    by: Actor
+    at: str
+
+
+@dataclass
+class Payment:
+    id: str
+    clinic_id: str
+    patient_id: str
+    status: PaymentStatus
+    method: PaymentMethodType
+    purpose: PaymentPurpose
+    amount: int  # what is applied to invoices and credit
+    fee_amount: int  # pass-through surcharge, charged on top of amount, never applied
+    currency: str
+    allocations: list[Allocation]  # intended until settled, then what was applied
+    credit_amount: int  # intended credit until settled, then what went to credit
+    created_by: Actor
+    created_at: str
+    payer: Payer = Payer.SELF
+    reference: str | None = None
+    note: str | None = None
+    receipt_email: str | None = None
+    location_id: str | None = None
+    save_card: bool = False
+    consent: Consent | None = None
+    off_session: bool = False
+    stripe_account_id: str | None = None
+    stripe_customer_id: str | None = None
+    stripe_payment_intent_id: str | None = None
+    client_secret: str | None = None
+    payment_method: CardSummary | None = None
+    failure: Failure | None = None
+    confirmation_number: str | None = None
+    succeeded_at: str | None = None
+    amount_received: int = 0
+
+    @property
+    def charge_amount(self) -> int:
+        return self.amount + self.fee_amount
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset({PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED})
+
+
+class LedgerEntryType(StrEnum):
+    TOPUP = "topup"
+    APPLIED = "applied"
+    OVERPAYMENT = "overpayment"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One movement of a patient's account credit; the balance is the sum of these."""
+
+    id: str
+    type: LedgerEntryType
+    amount: int  # signed: positive adds credit, negative uses it
+    currency: str
+    at: str
+    actor: Actor
+    invoice_id: str | None = None
+    payment_id: str | None = None
+    location_id: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Credit:
+    balance: int
+    currency: str | None
+    version: int
+
+
+@dataclass(frozen=True)
+class IntentSnapshot:
+    """What the domain needs of a Stripe PaymentIntent."""
+
+    id: str
+    status: str
+    amount: int
+    amount_received: int
+    currency: str
+    client_secret: str | None
+    metadata: dict[str, str]
+    payment_method: CardSummary | None
+    last_error: Failure | None
+    customer: str | None = None
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    """A verified Stripe event: its id, type, and the PaymentIntent it carries, if any."""
+
+    id: str
+    type: str
+    object_type: str | None
+    object_id: str | None
+    intent: IntentSnapshot | None

@@ -1,0 +1,496 @@
+"""Payments: record first, then charge, then settle exactly once.
+
+1. A payment record is written (with its allocations) before any Stripe call.
+2. Stripe idempotency keys derive from the payment id, so a retried request never charges twice.
+3. `settle_intent` is the one settlement path: the synchronous response, the webhook and the
+   reconciler all call it, and a second call for the same PaymentIntent changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Final
+
+from clinic_payments.domain.allocation import RequestedAllocation, plan_payment, plan_settlement
+from clinic_payments.domain.errors import (
+    CardDeclinedError,
+    ConflictError,
+    ConsentRequiredError,
+    ForbiddenError,
+    NotFoundError,
+    PaymentError,
+    PaymentFailedError,
+    PaymentProviderUnavailableError,
+    PaymentRequiresActionError,
+    StaleWriteError,
+    ValidationError,
+)
+from clinic_payments.domain.ids import confirmation_number, new_id
+from clinic_payments.domain.invoices import status_after
+from clinic_payments.domain.model import (
+    AccountStatus,
+    Caller,
+    CardSummary,
+    ClinicSettings,
+    Consent,
+    Failure,
+    IntentSnapshot,
+    Invoice,
+    InvoicePaymentRef,
+    LedgerEntry,
+    LedgerEntryType,
+    Payer,
+    Payment,
+    PaymentMethodType,
+    PaymentPurpose,
+    PaymentStatus,
+    Role,
+    StripeAccount,
+)
+from clinic_payments.domain.money import fee_for, is_valid_amount
+from clinic_payments.domain.payments import may_move, status_from_intent, statuses_before
+from clinic_payments.domain.ports import (
+    Clock,
+    InvoiceCredit,
+    PaymentsRepository,
+    SettlementWrite,
+    StripeGateways,
+    StripeObjectLink,
+)
+
+SETTLE_ATTEMPTS: Final = 8
+
+
+@dataclass(frozen=True)
+class ConsentGiven:
+    agreed: bool
+    wording_version: str
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    method: PaymentMethodType
+    allocations: list[RequestedAllocation] | None = None
+    amount: int | None = None
+    payment_method_id: str | None = None
+    save_card: bool = False
+    consent: ConsentGiven | None = None
+    off_session: bool = False
+    payer: Payer = Payer.SELF
+    reference: str | None = None
+    note: str | None = None
+    receipt_email: str | None = None
+    location_id: str | None = None
+    purpose: PaymentPurpose = PaymentPurpose.INVOICE
+
+
+class PaymentService:
+    def __init__(
+        self, repository: PaymentsRepository, stripe: StripeGateways, clock: Clock
+    ) -> None:
+        self._repo = repository
+        self._stripe = stripe
+        self._clock = clock
+
+    # -- reading -------------------------------------------------------------------------
+
+    def get(self, clinic_id: str, patient_id: str, payment_id: str) -> Payment:
+        payment = self._repo.get_payment(clinic_id, patient_id, payment_id)
+        if payment is None:
+            raise NotFoundError("Payment not found.")
+        return payment
+
+    # -- creating ------------------------------------------------------------------------
+
+    def create(
+        self,
+        caller: Caller,
+        clinic_id: str,
+        patient_id: str,
+        request: PaymentRequest,
+        payment_id: str,
+    ) -> Payment:
+        """Create (or, for a retried request, resume) a payment and take it as far as it goes."""
+        existing = self._repo.get_payment(clinic_id, patient_id, payment_id)
+        if existing is not None:
+            return self._advance(existing)
+        payment = self._new_payment(caller, clinic_id, patient_id, request, payment_id)
+        if not self._repo.put_new_payment(payment):
+            # Another attempt of the same request wrote it first: carry on from what it wrote.
+            payment = self.get(clinic_id, patient_id, payment_id)
+        return self._advance(payment)
+
+    def _new_payment(
+        self,
+        caller: Caller,
+        clinic_id: str,
+        patient_id: str,
+        request: PaymentRequest,
+        payment_id: str,
+    ) -> Payment:
+        settings = self._settings(clinic_id)
+        staff_only = {PaymentMethodType.CASH, PaymentMethodType.CHECK}
+        if request.method in staff_only and not caller.is_staff:
+            raise ForbiddenError("Only clinic staff can record cash and check payments.")
+        if request.off_session and not caller.is_staff:
+            raise ForbiddenError("Only clinic staff can charge a saved card off-session.")
+        if request.off_session and not request.payment_method_id:
+            raise ValidationError(
+                "An off-session charge needs a saved card (payment_method_id).",
+                [{"field": "payment_method_id", "issue": "required with off_session"}],
+            )
+        if request.method is not PaymentMethodType.CARD and (
+            request.payment_method_id or request.save_card or request.off_session
+        ):
+            raise ValidationError(
+                "payment_method_id, save_card and off_session apply to card payments only."
+            )
+        if request.payment_method_id and request.save_card:
+            raise ValidationError("A saved card is already saved: drop save_card.")
+        if (
+            request.method is PaymentMethodType.CARD
+            and caller.role is Role.PATIENT
+            and not settings.accept_portal_payments
+        ):
+            raise ForbiddenError("This clinic does not accept payments through the portal.")
+        consent = self._consent(caller, request, settings)
+        if request.location_id is not None and request.location_id not in {
+            loc.id for loc in settings.locations
+        }:
+            raise ValidationError(
+                "Unknown location.", [{"field": "location_id", "issue": "unknown location"}]
+            )
+
+        invoices: list[Invoice] = self._repo.all_invoices(clinic_id, patient_id)
+        if request.purpose is PaymentPurpose.CREDIT_TOPUP:
+            plan_allocations, credit, currency = [], request.amount or 0, settings.currency
+        else:
+            plan = plan_payment(request.allocations, request.amount, invoices)
+            plan_allocations, credit = plan.allocations, plan.credit_amount
+            currency = plan.currency or settings.currency
+        amount = sum(a.amount for a in plan_allocations) + credit
+        if not is_valid_amount(amount):
+            raise ValidationError(
+                "The payment amount must be between 1 and 99999999 minor units.",
+                [{"field": "amount", "issue": "out of range"}],
+            )
+        fee = 0
+        account: StripeAccount | None = None
+        if request.method is PaymentMethodType.CARD:
+            account = self._charging_account(clinic_id, caller, request.purpose)
+            if settings.pass_processing_fees:
+                rate = settings.fee_schedule["card"]
+                fee = fee_for(amount, rate.percent, rate.fixed)
+                if not is_valid_amount(amount + fee):
+                    raise ValidationError("The amount with the processing fee is too large.")
+        now = self._clock.now()
+        initial = (
+            PaymentStatus.PROCESSING
+            if request.method is not PaymentMethodType.CARD or request.payment_method_id
+            else PaymentStatus.REQUIRES_PAYMENT_METHOD
+        )
+        return Payment(
+            id=payment_id,
+            clinic_id=clinic_id,
+            patient_id=patient_id,
+            status=initial,
+            method=request.method,
+            purpose=request.purpose,
+            amount=amount,
+            fee_amount=fee,
+            currency=currency,
+            allocations=plan_allocations,
+            credit_amount=credit,
+            created_by=caller.actor(),
+            created_at=now,
+            payer=request.payer,
+            reference=request.reference,
+            note=request.note,
+            receipt_email=request.receipt_email,
+            location_id=request.location_id,
+            save_card=request.save_card,
+            consent=consent,
+            off_session=request.off_session,
+            stripe_account_id=account.account_id if account else None,
+            # The saved card to charge; replaced by the card's details once Stripe answers.
+            payment_method=(
+                CardSummary(request.payment_method_id, None, None)
+                if request.payment_method_id
+                else None
+            ),
+        )
+
+    def _consent(
+        self, caller: Caller, request: PaymentRequest, settings: ClinicSettings
+    ) -> Consent | None:
+        if not request.save_card:
+            return None
+        given = request.consent
+        if given is None or not given.agreed:
+            raise ConsentRequiredError(
+                "Saving a card needs the payer's agreement to the card-on-file terms: the "
+                "patient, their representative and clinic staff may charge a saved card."
+            )
+        if given.wording_version != settings.card_on_file_wording_version:
+            raise ConsentRequiredError(
+                "The card-on-file terms have changed: show the current wording "
+                f"({settings.card_on_file_wording_version}) and ask again."
+            )
+        return Consent(True, given.wording_version, caller.actor(), self._clock.now())
+
+    def _settings(self, clinic_id: str) -> ClinicSettings:
+        settings = self._repo.get_settings(clinic_id)
+        if settings is None:
+            raise NotFoundError("This clinic is not set up for payments yet.")
+        return settings
+
+    def _charging_account(
+        self, clinic_id: str, caller: Caller, purpose: PaymentPurpose
+    ) -> StripeAccount:
+        accounts = [
+            a for a in self._repo.list_accounts(clinic_id) if a.status is AccountStatus.ACTIVE
+        ]
+        if purpose is PaymentPurpose.CREDIT_TOPUP:
+            chosen = next((a for a in accounts if a.primary), None)
+        elif caller.role is Role.PATIENT:
+            chosen = next((a for a in accounts if a.portal_default), None)
+        else:
+            chosen = next((a for a in accounts if a.admin_default), None)
+        chosen = chosen or (accounts[0] if len(accounts) == 1 else None)
+        if chosen is None:
+            raise ConflictError("This clinic has no active Stripe account for this payment.")
+        return chosen
+
+    # -- moving a payment forward ---------------------------------------------------------
+
+    def _advance(self, payment: Payment) -> Payment:
+        if payment.is_final or (payment.status is PaymentStatus.FAILED and payment.failure):
+            return self._raise_for_outcome(payment)
+        if payment.method is not PaymentMethodType.CARD:
+            self.settle_offline(payment)
+            return self.get(payment.clinic_id, payment.patient_id, payment.id)
+        gateway = self._stripe.for_account(payment.clinic_id, str(payment.stripe_account_id))
+        if payment.stripe_payment_intent_id:
+            try:
+                intent = gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
+            except PaymentProviderUnavailableError as exc:
+                exc.payment = payment
+                raise
+            return self._after_intent(payment, intent)
+        customer = payment.stripe_customer_id or self._customer(payment)
+        payment = replace(payment, stripe_customer_id=customer)
+        payment_method_id = payment.payment_method.id if payment.payment_method else None
+        if payment_method_id:
+            card, owner = gateway.retrieve_payment_method(payment_method_id)
+            if owner != customer:
+                # Another patient's card (or none of ours): say not found, reveal nothing.
+                self._repo.update_payment_status(
+                    payment,
+                    PaymentStatus.FAILED,
+                    failure=Failure("payment_method_not_found", None, "Card not found."),
+                )
+                raise NotFoundError("That saved card was not found for this patient.")
+            payment = replace(payment, payment_method=card)
+        try:
+            intent = gateway.create_payment_intent(
+                amount=payment.charge_amount,
+                currency=payment.currency,
+                customer=customer,
+                metadata={
+                    "clinic_id": payment.clinic_id,
+                    "patient_id": payment.patient_id,
+                    "payment_id": payment.id,
+                },
+                idempotency_key=f"{payment.id}:create",
+                payment_method=payment_method_id,
+                confirm=payment_method_id is not None,
+                off_session=payment.off_session,
+                save_card=payment.save_card,
+                receipt_email=payment.receipt_email,
+            )
+        except CardDeclinedError as exc:
+            failure = Failure(
+                exc.details[0].get("code") if exc.details else None,
+                exc.details[0].get("decline_code") if exc.details else None,
+                exc.message,
+            )
+            self._repo.update_payment_status(payment, PaymentStatus.FAILED, failure=failure)
+            exc.payment = self.get(payment.clinic_id, payment.patient_id, payment.id)
+            raise
+        except PaymentError as exc:
+            exc.payment = payment
+            raise
+        link = StripeObjectLink(
+            payment.clinic_id, payment.patient_id, payment.id, str(payment.stripe_account_id)
+        )
+        payment = replace(
+            payment, stripe_payment_intent_id=intent.id, client_secret=intent.client_secret
+        )
+        self._repo.attach_intent(payment, link)
+        return self._after_intent(payment, intent)
+
+    def _customer(self, payment: Payment) -> str:
+        account_id = str(payment.stripe_account_id)
+        found = self._repo.get_customer_id(payment.clinic_id, payment.patient_id, account_id)
+        if found:
+            return found
+        gateway = self._stripe.for_account(payment.clinic_id, account_id)
+        created = gateway.create_customer(
+            payment.clinic_id,
+            payment.patient_id,
+            idempotency_key=f"customer:{payment.clinic_id}:{payment.patient_id}:{account_id}",
+        )
+        # A concurrent request may have stored another customer first: use the stored one.
+        return self._repo.put_customer_id(
+            payment.clinic_id, payment.patient_id, account_id, created
+        )
+
+    def _after_intent(self, payment: Payment, intent: IntentSnapshot) -> Payment:
+        link = StripeObjectLink(
+            payment.clinic_id, payment.patient_id, payment.id, str(payment.stripe_account_id)
+        )
+        settled = self.settle_intent(link, intent)
+        return self._raise_for_outcome(settled or payment)
+
+    def _raise_for_outcome(self, payment: Payment) -> Payment:
+        if payment.status is PaymentStatus.FAILED:
+            cls = (
+                CardDeclinedError
+                if payment.failure and payment.failure.code == "card_declined"
+                else PaymentFailedError
+            )
+            message = payment.failure.message if payment.failure else "The payment failed."
+            raise cls(message, payment=payment)
+        if payment.status is PaymentStatus.REQUIRES_ACTION and payment.method is (
+            PaymentMethodType.CARD
+        ):
+            raise PaymentRequiresActionError(
+                "The card needs the cardholder's authentication (3-D Secure).", payment=payment
+            )
+        return payment
+
+    # -- settlement -----------------------------------------------------------------------
+
+    def settle_intent(self, link: StripeObjectLink, intent: IntentSnapshot) -> Payment | None:
+        """Bring our payment in line with a PaymentIntent. Idempotent; states only move forward."""
+        payment = self._repo.get_payment(link.clinic_id, link.patient_id, link.payment_id)
+        if payment is None:
+            return None
+        if payment.stripe_account_id != link.account_id:
+            return payment  # an event from another account of the clinic: not this payment's
+        if payment.stripe_payment_intent_id is None:
+            payment = replace(
+                payment, stripe_payment_intent_id=intent.id, client_secret=intent.client_secret
+            )
+            self._repo.attach_intent(payment, link)
+        elif payment.stripe_payment_intent_id != intent.id:
+            return payment
+        new_status = status_from_intent(intent.status)
+        if new_status is PaymentStatus.SUCCEEDED:
+            self._settle(payment, received=intent.amount_received, intent=intent)
+        elif may_move(payment.status, new_status):
+            failure = (
+                intent.last_error if new_status is PaymentStatus.REQUIRES_PAYMENT_METHOD else None
+            )
+            if failure is not None and payment.status is not PaymentStatus.REQUIRES_PAYMENT_METHOD:
+                new_status = PaymentStatus.FAILED
+            self._repo.update_payment_status(
+                payment,
+                new_status,
+                failure=failure,
+                payment_method=intent.payment_method,
+                client_secret=intent.client_secret,
+            )
+        return self._repo.get_payment(link.clinic_id, link.patient_id, link.payment_id)
+
+    def settle_offline(self, payment: Payment) -> None:
+        """Settle a cash or check payment: the money is in the clinic's hands already."""
+        if payment.method is PaymentMethodType.CARD:
+            raise ValueError("card payments settle from their PaymentIntent")
+        self._settle(payment, received=payment.amount, intent=None)
+
+    def record_failure(self, link: StripeObjectLink, intent: IntentSnapshot) -> Payment | None:
+        """payment_intent.payment_failed: the attempt failed (the intent may be retried)."""
+        payment = self._repo.get_payment(link.clinic_id, link.patient_id, link.payment_id)
+        if payment is None or payment.stripe_payment_intent_id not in (None, intent.id):
+            return payment
+        if may_move(payment.status, PaymentStatus.FAILED):
+            self._repo.update_payment_status(
+                payment,
+                PaymentStatus.FAILED,
+                failure=intent.last_error or Failure(None, None, "The payment failed."),
+                payment_method=intent.payment_method,
+            )
+        return self._repo.get_payment(link.clinic_id, link.patient_id, link.payment_id)
+
+    def _settle(self, payment: Payment, received: int, intent: IntentSnapshot | None) -> None:
+        for _ in range(SETTLE_ATTEMPTS):
+            current = self._repo.get_payment(payment.clinic_id, payment.patient_id, payment.id)
+            if current is None or current.status is PaymentStatus.SUCCEEDED:
+                return
+            write = self._settlement_write(current, received, intent)
+            try:
+                self._repo.settle(write)
+                return
+            except StaleWriteError:
+                continue  # an invoice moved under us: read again and re-plan
+        raise ConflictError("The payment could not be settled for contention; it will be retried.")
+
+    def _settlement_write(
+        self, payment: Payment, received: int, intent: IntentSnapshot | None
+    ) -> SettlementWrite:
+        now = self._clock.now()
+        fee = min(payment.fee_amount, received)
+        to_apply = received - fee
+        invoices: dict[str, Invoice] = {}
+        for alloc in payment.allocations:
+            found = self._repo.get_invoice(payment.clinic_id, payment.patient_id, alloc.invoice_id)
+            if found is not None:
+                invoices[found.id] = found
+        settlement = plan_settlement(to_apply, payment.allocations, invoices)
+        credits = [
+            InvoiceCredit(
+                invoice_id=a.invoice_id,
+                amount=a.amount,
+                seen_amount_paid=invoices[a.invoice_id].amount_paid,
+                new_status=status_after(
+                    invoices[a.invoice_id].total, invoices[a.invoice_id].amount_paid + a.amount
+                ),
+                ref=InvoicePaymentRef(payment.id, a.amount, payment.method.value, now),
+            )
+            for a in settlement.applied
+        ]
+        entry = None
+        if settlement.credit > 0:
+            entry = LedgerEntry(
+                id=new_id("led"),
+                type=(
+                    LedgerEntryType.TOPUP
+                    if payment.purpose is PaymentPurpose.CREDIT_TOPUP
+                    else LedgerEntryType.OVERPAYMENT
+                ),
+                amount=settlement.credit,
+                currency=payment.currency,
+                at=now,
+                actor=payment.created_by,
+                payment_id=payment.id,
+                location_id=payment.location_id,
+            )
+        final = replace(
+            payment,
+            status=PaymentStatus.SUCCEEDED,
+            allocations=settlement.applied,
+            credit_amount=settlement.credit,
+            fee_amount=fee,
+            amount_received=received,
+            confirmation_number=confirmation_number(payment.id),
+            succeeded_at=now,
+            failure=None,
+            payment_method=(intent.payment_method if intent else None) or payment.payment_method,
+        )
+        return SettlementWrite(
+            payment=final,
+            previous_statuses=statuses_before(PaymentStatus.SUCCEEDED),
+            invoices=credits,
+            credit_entry=entry,
+        )

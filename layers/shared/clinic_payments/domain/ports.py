@@ -1,0 +1,187 @@
+"""The ports the services need. Adapters implement them; test fakes are typed against them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from clinic_payments.domain.model import (
+    Allocation,
+    CardSummary,
+    ClinicSettings,
+    Credit,
+    Failure,
+    IntentSnapshot,
+    Invoice,
+    InvoicePaymentRef,
+    InvoiceStatus,
+    LedgerEntry,
+    Page,
+    Payment,
+    PaymentStatus,
+    StripeAccount,
+    StripeKeys,
+    WebhookEvent,
+)
+
+
+@dataclass(frozen=True)
+class StripeObjectLink:
+    """Where a Stripe object (PaymentIntent) belongs in our data."""
+
+    clinic_id: str
+    patient_id: str
+    payment_id: str
+    account_id: str
+
+
+@dataclass(frozen=True)
+class InvoiceCredit:
+    """One invoice's part of a settlement, with the amount_paid it was read at."""
+
+    invoice_id: str
+    amount: int
+    seen_amount_paid: int
+    new_status: InvoiceStatus
+    ref: InvoicePaymentRef
+
+
+@dataclass(frozen=True)
+class SettlementWrite:
+    payment: Payment  # with its final fields set (status succeeded, applied allocations...)
+    previous_statuses: list[PaymentStatus]
+    invoices: list[InvoiceCredit]
+    credit_entry: LedgerEntry | None
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    request_hash: str
+    resource_id: str
+    completed: bool
+    status_code: int | None = None
+    body: str | None = None
+
+
+class PaymentsRepository(Protocol):
+    # clinic configuration
+    def get_settings(self, clinic_id: str) -> ClinicSettings | None: ...
+    def put_settings(self, settings: ClinicSettings) -> None: ...
+    def get_account(self, clinic_id: str, account_id: str) -> StripeAccount | None: ...
+    def list_accounts(self, clinic_id: str) -> list[StripeAccount]: ...
+    def put_account(self, account: StripeAccount) -> None: ...
+
+    # invoices
+    def next_invoice_number(self, clinic_id: str) -> int: ...
+    def put_new_invoice(self, invoice: Invoice) -> None: ...
+    def get_invoice(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice | None: ...
+    def list_invoices(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        status: str,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Invoice]: ...
+    def all_invoices(self, clinic_id: str, patient_id: str) -> list[Invoice]: ...
+    def void_invoice(self, invoice: Invoice, at: str) -> None: ...
+
+    # payments
+    def put_new_payment(self, payment: Payment) -> bool: ...
+    def get_payment(self, clinic_id: str, patient_id: str, payment_id: str) -> Payment | None: ...
+    def attach_intent(self, payment: Payment, link: StripeObjectLink) -> None: ...
+    def update_payment_status(
+        self,
+        payment: Payment,
+        status: PaymentStatus,
+        *,
+        failure: Failure | None = None,
+        payment_method: CardSummary | None = None,
+        client_secret: str | None = None,
+    ) -> bool: ...
+    def settle(self, write: SettlementWrite) -> bool: ...
+    def get_stripe_link(self, object_id: str) -> StripeObjectLink | None: ...
+    def pending_payments(self, older_than: str, limit: int) -> list[StripeObjectLink]: ...
+    def stop_tracking(self, payment: Payment) -> None:
+        """Drop a payment from the reconciler's pending index (abandoned by the payer)."""
+        ...
+
+    # credit
+    def get_credit(self, clinic_id: str, patient_id: str) -> Credit: ...
+
+    # stripe customers
+    def get_customer_id(self, clinic_id: str, patient_id: str, account_id: str) -> str | None: ...
+    def put_customer_id(
+        self, clinic_id: str, patient_id: str, account_id: str, customer_id: str
+    ) -> str: ...
+
+    # webhook events
+    def event_processed(self, account_key: str, event_id: str) -> bool: ...
+    def mark_event_processed(self, account_key: str, event_id: str, event_type: str) -> None: ...
+
+    # idempotency of money requests
+    def begin_request(
+        self, scope: str, request_hash: str, resource_id: str, lock_seconds: int
+    ) -> tuple[IdempotencyRecord, bool]:
+        """Claim a request: (the record, True) when this call now owns it (new, or taken over
+        after the previous owner's lock expired), else (the existing record, False)."""
+        ...
+
+    def complete_request(self, scope: str, status_code: int, body: str) -> None: ...
+    def release_request(self, scope: str) -> None: ...
+
+
+class StripeGateway(Protocol):
+    """One clinic account's Stripe, through its own key."""
+
+    def create_customer(self, clinic_id: str, patient_id: str, idempotency_key: str) -> str: ...
+    def create_payment_intent(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        customer: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+        payment_method: str | None,
+        confirm: bool,
+        off_session: bool,
+        save_card: bool,
+        receipt_email: str | None,
+    ) -> IntentSnapshot: ...
+    def retrieve_payment_intent(self, intent_id: str) -> IntentSnapshot: ...
+    def retrieve_payment_method(self, payment_method_id: str) -> tuple[CardSummary, str | None]: ...
+
+
+class StripeGateways(Protocol):
+    def for_account(self, clinic_id: str, account_id: str) -> StripeGateway: ...
+
+
+class WebhookVerifier(Protocol):
+    def verify(self, payload: bytes, signature: str, secret: str) -> WebhookEvent:
+        """Check the signature on the raw body (300 s tolerance) and parse the event."""
+        ...
+
+
+class ClinicSecrets(Protocol):
+    def get_keys(self, clinic_id: str, account_id: str) -> StripeKeys | None: ...
+    def put_keys(self, clinic_id: str, account_id: str, keys: StripeKeys) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> str: ...
+
+
+__all__ = [
+    "Allocation",
+    "ClinicSecrets",
+    "Clock",
+    "IdempotencyRecord",
+    "InvoiceCredit",
+    "PaymentsRepository",
+    "SettlementWrite",
+    "StripeGateway",
+    "StripeGateways",
+    "StripeObjectLink",
+    "WebhookVerifier",
+]

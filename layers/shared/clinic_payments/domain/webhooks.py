@@ -1,0 +1,95 @@
+"""Stripe webhooks: verify, deduplicate, settle through the one settlement path."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from clinic_payments.domain.errors import WebhookSignatureError
+from clinic_payments.domain.model import IntentSnapshot, WebhookEvent
+from clinic_payments.domain.paying import PaymentService
+from clinic_payments.domain.ports import (
+    ClinicSecrets,
+    PaymentsRepository,
+    StripeObjectLink,
+    WebhookVerifier,
+)
+
+log = logging.getLogger(__name__)
+
+INTENT_EVENTS = frozenset(
+    {
+        "payment_intent.succeeded",
+        "payment_intent.payment_failed",
+        "payment_intent.processing",
+        "payment_intent.requires_action",
+        "payment_intent.canceled",
+        "payment_intent.created",
+        "payment_intent.amount_capturable_updated",
+    }
+)
+
+
+class WebhookOutcome(StrEnum):
+    PROCESSED = "processed"
+    DUPLICATE = "duplicate"
+    IGNORED = "ignored"  # an object this API does not know, or a type it does not handle
+
+
+class WebhookService:
+    def __init__(
+        self,
+        repository: PaymentsRepository,
+        payments: PaymentService,
+        secrets: ClinicSecrets,
+        verifier: WebhookVerifier,
+    ) -> None:
+        self._repo = repository
+        self._payments = payments
+        self._secrets = secrets
+        self._verifier = verifier
+
+    def handle(
+        self, clinic_id: str, account_id: str, payload: bytes, signature: str | None
+    ) -> WebhookOutcome:
+        keys = self._secrets.get_keys(clinic_id, account_id)
+        if keys is None or not signature:
+            raise WebhookSignatureError("Unknown clinic account or missing signature.")
+        event = self._verifier.verify(payload, signature, keys.webhook_secret)
+        account_key = f"{clinic_id}#{account_id}"
+        if self._repo.event_processed(account_key, event.id):
+            return WebhookOutcome.DUPLICATE
+        outcome = self._dispatch(clinic_id, account_id, event)
+        # Marked only now that its effects have committed: a failure above answers 5xx and
+        # Stripe delivers the event again.
+        self._repo.mark_event_processed(account_key, event.id, event.type)
+        return outcome
+
+    def _dispatch(self, clinic_id: str, account_id: str, event: WebhookEvent) -> WebhookOutcome:
+        if event.type not in INTENT_EVENTS or event.intent is None:
+            return WebhookOutcome.IGNORED
+        link = self._link(clinic_id, account_id, event.intent)
+        if link is None:
+            return WebhookOutcome.IGNORED
+        if event.type == "payment_intent.payment_failed":
+            self._payments.record_failure(link, event.intent)
+        else:
+            self._payments.settle_intent(link, event.intent)
+        return WebhookOutcome.PROCESSED
+
+    def _link(
+        self, clinic_id: str, account_id: str, intent: IntentSnapshot
+    ) -> StripeObjectLink | None:
+        link = self._repo.get_stripe_link(intent.id)
+        if link is None:
+            # The request that created this intent may have died before recording it: the
+            # intent's metadata (ids only, signed by Stripe) says which payment it is.
+            meta = intent.metadata
+            if meta.get("clinic_id") != clinic_id or not meta.get("payment_id"):
+                return None
+            link = StripeObjectLink(
+                clinic_id, meta.get("patient_id", ""), meta["payment_id"], account_id
+            )
+        if link.clinic_id != clinic_id or link.account_id != account_id:
+            return None
+        return link

@@ -1,0 +1,107 @@
+"""The composition root: the one place that builds adapters and services.
+
+Settings are parsed from the environment lazily, once per container (cold start of the first
+request that needs them), never at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import boto3
+from botocore.config import Config
+from pydantic import BaseModel, Field
+
+from clinic_payments.adapters.clock import SystemClock
+from clinic_payments.adapters.dynamo_repository import DynamoPaymentsRepository
+from clinic_payments.adapters.secrets import SecretsManagerClinicSecrets
+from clinic_payments.adapters.stripe_gateway import StripeGateways, StripeWebhookVerifier
+from clinic_payments.domain.administering import AdminService
+from clinic_payments.domain.invoicing import InvoiceService
+from clinic_payments.domain.paying import PaymentService
+from clinic_payments.domain.reconciling import Reconciler
+from clinic_payments.domain.webhooks import WebhookService
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.client import DynamoDBClient
+    from mypy_boto3_secretsmanager.client import SecretsManagerClient
+
+
+class RuntimeSettings(BaseModel):
+    """The environment variables of template.yaml's Globals, checked once."""
+
+    table_name: str = Field(min_length=1)
+    clinic_secrets_prefix: str = Field(min_length=1)
+    # Only for the local stack and tests (the Stripe fake); unset in AWS, where the SDK's
+    # default api.stripe.com is used.
+    stripe_api_base: str | None = None
+
+    @classmethod
+    def from_environ(cls) -> RuntimeSettings:
+        return cls(
+            table_name=os.environ.get("TABLE_NAME", ""),
+            clinic_secrets_prefix=os.environ.get("CLINIC_SECRETS_PREFIX", ""),
+            stripe_api_base=os.environ.get("STRIPE_API_BASE") or None,
+        )
+
+
+@dataclass(frozen=True)
+class Container:
+    settings: RuntimeSettings
+    repository: DynamoPaymentsRepository
+    secrets: SecretsManagerClinicSecrets
+    stripe: StripeGateways
+    invoices: InvoiceService
+    payments: PaymentService
+    webhooks: WebhookService
+    admin: AdminService
+    reconciler: Reconciler
+
+
+_AWS_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=3, read_timeout=10
+)
+
+
+def build_container(settings: RuntimeSettings) -> Container:
+    dynamodb: DynamoDBClient = boto3.client("dynamodb", config=_AWS_CONFIG)
+    secretsmanager: SecretsManagerClient = boto3.client("secretsmanager", config=_AWS_CONFIG)
+    clock = SystemClock()
+    repository = DynamoPaymentsRepository(dynamodb, settings.table_name)
+    secrets = SecretsManagerClinicSecrets(secretsmanager, settings.clinic_secrets_prefix)
+    stripe = StripeGateways(secrets, settings.stripe_api_base)
+    payments = PaymentService(repository, stripe, clock)
+    return Container(
+        settings=settings,
+        repository=repository,
+        secrets=secrets,
+        stripe=stripe,
+        invoices=InvoiceService(repository, clock),
+        payments=payments,
+        webhooks=WebhookService(repository, payments, secrets, StripeWebhookVerifier()),
+        admin=AdminService(repository, secrets, clock),
+        reconciler=Reconciler(repository, payments, stripe, clock),
+    )
+
+
+_lock = threading.Lock()
+_container: Container | None = None
+
+
+def container() -> Container:
+    global _container
+    if _container is None:
+        with _lock:
+            if _container is None:
+                _container = build_container(RuntimeSettings.from_environ())
+    return _container
+
+
+def reset_container() -> None:
+    """Forget the built container (tests that change the environment)."""
+    global _container
+    with _lock:
+        _container = None

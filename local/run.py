@@ -1,0 +1,154 @@
+"""`make run`: the whole API on 127.0.0.1, seeded with a demo clinic.
+
+moto (DynamoDB, Secrets Manager) + the Stripe fake + the local gateway serving template.yaml's
+routes in-process. Ports come from API_PORT (3000), STRIPE_PORT (8420) and MOTO_PORT (5000).
+Ctrl-C or SIGTERM stops everything and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from contextlib import ExitStack, closing
+from types import FrameType
+
+from local.aws import aws_env, create_payments_table, free_port, start_moto
+from local.gateway import LocalGateway
+from local.seed import DEMO_ACCOUNT, DEMO_CLINIC, DEMO_PATIENTS, SeedError, seed_demo
+from local.tokens import issue_token, public_key
+
+HOST = "127.0.0.1"
+PORT_DEFAULTS = {"API_PORT": 3000, "STRIPE_PORT": 8420, "MOTO_PORT": 5000}
+TABLE_NAME = "PaymentsTable-local"
+SECRETS_PREFIX = "clinic-payments-local"
+
+
+class StartupError(Exception):
+    """The stack cannot start; the message says what to change."""
+
+
+class _Stop(Exception):
+    """SIGINT or SIGTERM arrived."""
+
+
+def read_ports(environ: Mapping[str, str] = os.environ) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for var, default in PORT_DEFAULTS.items():
+        raw = environ.get(var, "").strip() or str(default)
+        if not raw.isdigit() or not 0 < int(raw) < 65536:
+            raise StartupError(f"{var}={raw!r} is not a TCP port (1-65535)")
+        ports[var] = int(raw)
+    if len(set(ports.values())) != len(ports):
+        raise StartupError(f"API_PORT, STRIPE_PORT and MOTO_PORT must differ: {ports}")
+    return ports
+
+
+def port_available(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on host:port now (as servers do, with SO_REUSEADDR)."""
+    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            s.listen(1)
+        except OSError:
+            return False
+    return True
+
+
+def check_ports(ports: Mapping[str, int]) -> None:
+    for var, port in ports.items():
+        if not port_available(port):
+            raise StartupError(
+                f"port {port} on {HOST} is already in use: set {var} to another port "
+                f"(e.g. {var}={free_port()} make run)"
+            )
+
+
+def handler_env(moto_url: str, stripe_url: str) -> dict[str, str]:
+    """The process environment the handlers read (the template's variables, pointed local)."""
+    return {
+        **aws_env(moto_url, table_name=TABLE_NAME, secrets_prefix=SECRETS_PREFIX),
+        "STRIPE_API_BASE": stripe_url,
+        "POWERTOOLS_SERVICE_NAME": "clinic-payments",
+        "POWERTOOLS_METRICS_NAMESPACE": "ClinicPayments",
+        "POWERTOOLS_DEV": "false",
+        "POWERTOOLS_LOG_LEVEL": "INFO",
+        "POWERTOOLS_LOGGER_LOG_EVENT": "false",
+        "LOCAL_STACK": "true",
+    }
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signum)
+
+
+def _say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def serve(ports: Mapping[str, int], stack: ExitStack) -> None:
+    """Start, seed and print everything; cleanups go on `stack` as each part starts."""
+    from local.stripe_compat.process import start_stripe
+
+    check_ports(ports)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request lines
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        os.environ.pop(var, None)  # never reach for real AWS credentials
+
+    moto = start_moto(ports["MOTO_PORT"])
+    stack.callback(moto.stop)
+    stripe = start_stripe(ports["STRIPE_PORT"])
+    stack.callback(stripe.stop)
+    os.environ.update(handler_env(moto.url, stripe.url))
+    create_payments_table(moto.url, TABLE_NAME)
+
+    gateway = LocalGateway(HOST, ports["API_PORT"], public_key=public_key()).start()
+    stack.callback(gateway.stop)
+
+    admin = issue_token("admin", DEMO_CLINIC, sub="local-admin")
+    staff = issue_token("staff", DEMO_CLINIC, sub="local-staff")
+    patient = issue_token("patient", DEMO_CLINIC, [DEMO_PATIENTS[0]], sub="local-patient-pat_1")
+    seed_demo(gateway.url, stripe.url, admin)
+
+    _say(f"API:          {gateway.url}")
+    _say(f"Stripe fake:  {stripe.url}")
+    _say(f"moto:         {moto.url}")
+    _say(f"docs:         {gateway.url}/v1/docs")
+    _say(f"clinic:       {DEMO_CLINIC} (Stripe account {DEMO_ACCOUNT})")
+    _say(f"patients:     {', '.join(DEMO_PATIENTS)}")
+    _say("tokens (12 h; more with `make token ROLE=... CLINIC=demo PATIENTS=...`):")
+    _say(f"ADMIN_TOKEN={admin}")
+    _say(f"STAFF_TOKEN={staff}")
+    _say(f"PATIENT_TOKEN={patient}")
+    _say(f"ready: serving {gateway.url} (Ctrl-C to stop)")
+
+
+def main() -> int:
+    signal.signal(signal.SIGINT, _raise_stop)
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        with ExitStack() as stack:
+            try:
+                serve(read_ports(), stack)
+                while True:
+                    time.sleep(3600)
+            except _Stop:
+                print("stopping...", file=sys.stderr, flush=True)
+            finally:
+                # a second Ctrl-C must not interrupt the cleanup
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except (StartupError, SeedError) as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 1
+    print("stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

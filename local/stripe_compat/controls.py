@@ -1,0 +1,131 @@
+"""Test-only controls under `/_compat/` (no authentication).
+
+- `GET /_compat/requests`: how many requests were executed, by `METHOD /path/{template}`
+  (idempotent replays and injected `error_before` failures are not executed, so not counted);
+  `DELETE /_compat/requests` resets the counts.
+- `POST /_compat/faults` with JSON `{"method": "POST", "path_prefix": "/v1/payment_intents",
+  "mode": "error_before" | "error_after" | "delay", "status": 500, "seconds": 3.0, "times": 1}`:
+  the next `times` matching requests fail before executing, execute and then fail (the caller
+  cannot know the outcome, as after a timeout), or are delayed before executing.
+  `GET /_compat/faults` lists the pending ones, `DELETE /_compat/faults` clears them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from local.stripe_compat.idempotency import IdempotencyCache, stripe_error
+
+PREFIX = "/_compat/"
+MODES = ("error_before", "error_after", "delay")
+
+
+@dataclass
+class Fault:
+    mode: str
+    path_prefix: str = "/"
+    method: str | None = None
+    status: int = 500
+    seconds: float = 0.0
+    times: int = 1
+
+    def matches(self, request: web.Request) -> bool:
+        method_ok = self.method is None or self.method.upper() == request.method
+        return method_ok and request.path.startswith(self.path_prefix)
+
+    def response(self) -> web.Response:
+        """An error in Stripe's shape, so clients classify it as they would Stripe's."""
+        message = f"Injected fault ({self.mode}) from localstripe-compat."
+        if self.status == 429:
+            return stripe_error(429, "invalid_request_error", message, code="rate_limit")
+        if self.status >= 500:
+            return stripe_error(self.status, "api_error", message)
+        return stripe_error(self.status, "invalid_request_error", message)
+
+    @classmethod
+    def parse(cls, data: Any) -> Fault:
+        if not isinstance(data, dict):
+            raise ValueError("expected a JSON object")
+        unknown = set(data) - {"mode", "path_prefix", "method", "status", "seconds", "times"}
+        if unknown:
+            raise ValueError(f"unknown fields: {', '.join(sorted(unknown))}")
+        fault = cls(**data)
+        if fault.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}")
+        if not isinstance(fault.path_prefix, str) or not fault.path_prefix.startswith("/"):
+            raise ValueError("path_prefix must start with /")
+        if fault.method is not None and not isinstance(fault.method, str):
+            raise ValueError("method must be a string")
+        if not isinstance(fault.status, int) or not 400 <= fault.status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        seconds_ok = isinstance(fault.seconds, int | float) and math.isfinite(fault.seconds)
+        if not seconds_ok or not 0 <= fault.seconds <= 300:
+            raise ValueError("seconds must be between 0 and 300")
+        if not isinstance(fault.times, int) or fault.times < 1:
+            raise ValueError("times must be a positive integer")
+        return fault
+
+
+@dataclass
+class CompatState:
+    counts: Counter[str] = field(default_factory=Counter)
+    faults: list[Fault] = field(default_factory=list)
+    idempotency: IdempotencyCache = field(default_factory=IdempotencyCache)
+
+    def take_fault(self, request: web.Request) -> Fault | None:
+        """The first pending fault matching the request, used up once."""
+        for fault in self.faults:
+            if fault.matches(request):
+                fault.times -= 1
+                if fault.times == 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+
+STATE = web.AppKey("stripe_compat_state", CompatState)
+
+
+def route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return f"{request.method} {resource.canonical if resource is not None else request.path}"
+
+
+async def get_requests(request: web.Request) -> web.Response:
+    return web.json_response(dict(sorted(request.app[STATE].counts.items())))
+
+
+async def delete_requests(request: web.Request) -> web.Response:
+    request.app[STATE].counts.clear()
+    return web.Response(status=204)
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return web.json_response([asdict(fault) for fault in request.app[STATE].faults])
+
+
+async def post_fault(request: web.Request) -> web.Response:
+    try:
+        fault = Fault.parse(await request.json())
+    except (ValueError, TypeError) as exc:
+        return stripe_error(400, "invalid_request_error", f"Invalid fault: {exc}")
+    request.app[STATE].faults.append(fault)
+    return web.json_response(asdict(fault))
+
+
+async def delete_faults(request: web.Request) -> web.Response:
+    request.app[STATE].faults.clear()
+    return web.Response(status=204)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(PREFIX + "requests", get_requests)
+    app.router.add_delete(PREFIX + "requests", delete_requests)
+    app.router.add_get(PREFIX + "faults", get_faults)
+    app.router.add_post(PREFIX + "faults", post_fault)
+    app.router.add_delete(PREFIX + "faults", delete_faults)

@@ -1,0 +1,238 @@
+"""Shared fixtures: moto server and the Stripe fake on loopback, a fresh clinic per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from importlib import import_module
+from typing import Any
+
+import pytest
+import stripe
+
+from local.aws import aws_env, create_payments_table, start_moto
+from local.template import routes
+from tests.support.apigw import body_of, claims_for, context, http_event
+
+# Handlers are imported once per process; the container is rebuilt when the env changes.
+_ROUTE_MODULES = {(r.method, r.path): r.module for r in routes()}
+
+
+@dataclass
+class Stack:
+    moto_url: str
+    stripe_url: str
+    table_name: str
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    from clinic_payments.wiring import reset_container
+
+    from local.stripe_compat.process import start_stripe
+
+    moto = start_moto()
+    fake = start_stripe()
+    table = "PaymentsTable-test"
+    saved = dict(os.environ)
+    os.environ.update(aws_env(moto.url, table, "clinic-payments-test"))
+    os.environ["STRIPE_API_BASE"] = fake.url
+    os.environ["POWERTOOLS_METRICS_NAMESPACE"] = "ClinicPaymentsTest"
+    create_payments_table(moto.url, table)
+    reset_container()
+    try:
+        yield Stack(moto.url, fake.url, table)
+    finally:
+        reset_container()
+        os.environ.clear()
+        os.environ.update(saved)
+        fake.stop()
+        moto.stop()
+
+
+@dataclass
+class Api:
+    """Calls handlers the way API Gateway does, as one clinic's users."""
+
+    stack: Stack
+    clinic_id: str
+    secret_key: str
+    publishable_key: str
+    webhook_secret: str
+    patients: tuple[str, ...] = ("pat_a", "pat_b")
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def call(
+        self,
+        method: str,
+        route: str,
+        params: dict[str, str] | None = None,
+        *,
+        role: str = "staff",
+        patient_ids: tuple[str, ...] = (),
+        sub: str | None = None,
+        body: Any = None,
+        raw_body: str | None = None,
+        headers: dict[str, str] | None = None,
+        query: dict[str, str] | None = None,
+        claims: dict[str, Any] | None = None,
+        authenticated: bool = True,
+    ) -> tuple[int, Any]:
+        params = {"clinic_id": self.clinic_id, **(params or {})}
+        if claims is None and authenticated:
+            claims = claims_for(role, self.clinic_id, patient_ids, sub)
+        event = http_event(
+            method,
+            route,
+            params,
+            body=body,
+            raw_body=raw_body,
+            claims=claims,
+            headers=headers,
+            query=query,
+        )
+        module = import_module(_ROUTE_MODULES[(method, route)])
+        response = module.lambda_handler(event, context())
+        return int(response["statusCode"]), body_of(response)
+
+    # -- the routes tests use most ------------------------------------------------------
+
+    def create_invoice(self, patient_id: str, *amounts: int, **extra: Any) -> dict[str, Any]:
+        status, body = self.call(
+            "POST",
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices",
+            {"patient_id": patient_id},
+            body={
+                "lines": [
+                    {"description": f"Session {i}", "unit_amount": a, "quantity": 1}
+                    for i, a in enumerate(amounts)
+                ],
+                **extra,
+            },
+        )
+        assert status == 201, body
+        return dict(body)
+
+    def pay(
+        self,
+        patient_id: str,
+        body: dict[str, Any],
+        *,
+        key: str | None = None,
+        role: str = "patient",
+        sub: str | None = None,
+    ) -> tuple[int, Any]:
+        return self.call(
+            "POST",
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/payments",
+            {"patient_id": patient_id},
+            role=role,
+            patient_ids=(patient_id,) if role == "patient" else (),
+            sub=sub,
+            body=body,
+            headers={"Idempotency-Key": key or secrets.token_hex(8)},
+        )
+
+    def invoice(self, patient_id: str, invoice_id: str) -> dict[str, Any]:
+        status, body = self.call(
+            "GET",
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices/{invoice_id}",
+            {"patient_id": patient_id, "invoice_id": invoice_id},
+        )
+        assert status == 200, body
+        return dict(body)
+
+    def payment(self, patient_id: str, payment_id: str) -> dict[str, Any]:
+        status, body = self.call(
+            "GET",
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}",
+            {"patient_id": patient_id, "payment_id": payment_id},
+        )
+        assert status == 200, body
+        return dict(body)
+
+    def invoices(self, patient_id: str, **query: str) -> dict[str, Any]:
+        status, body = self.call(
+            "GET",
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices",
+            {"patient_id": patient_id},
+            query=query or None,
+        )
+        assert status == 200, body
+        return dict(body)
+
+    def stripe(self) -> stripe.StripeClient:
+        return stripe.StripeClient(
+            self.secret_key, base_addresses={"api": self.stack.stripe_url}, max_network_retries=0
+        )
+
+    def signed_webhook(
+        self, event: dict[str, Any], *, secret: str | None = None, timestamp: int | None = None
+    ) -> tuple[int, Any]:
+        import time
+
+        from stripe import WebhookSignature
+
+        payload = json.dumps(event)
+        ts = int(time.time()) if timestamp is None else timestamp
+        signature = WebhookSignature._compute_signature(
+            f"{ts}.{payload}", secret or self.webhook_secret
+        )
+        return self.call(
+            "POST",
+            "/v1/webhooks/stripe/{clinic_id}/{account_id}",
+            {"account_id": "main"},
+            raw_body=payload,
+            headers={"Stripe-Signature": f"t={ts},v1={signature}"},
+            authenticated=False,
+        )
+
+
+def make_clinic(stack: Stack, **settings: Any) -> Api:
+    clinic_id = f"clinic_{secrets.token_hex(4)}"
+    api = Api(
+        stack,
+        clinic_id,
+        secret_key=f"sk_test_{clinic_id}",
+        publishable_key=f"pk_test_{clinic_id}",
+        webhook_secret=f"whsec_test_{clinic_id}",
+    )
+    status, body = api.call(
+        "PUT",
+        "/v1/clinics/{clinic_id}/stripe-accounts/{account_id}",
+        {"account_id": "main"},
+        role="admin",
+        body={
+            "name": "Main (test)",
+            "secret_key": api.secret_key,
+            "publishable_key": api.publishable_key,
+            "webhook_secret": api.webhook_secret,
+            "status": "active",
+            "admin_default": True,
+            "portal_default": True,
+            "primary": True,
+        },
+    )
+    assert status == 200, body
+    status, body = api.call(
+        "PUT",
+        "/v1/clinics/{clinic_id}/settings",
+        role="admin",
+        body={
+            "clinic_name": "Test Clinic",
+            "currency": "usd",
+            "tax_rates": [{"id": "tax_hst", "name": "HST", "percent": "13"}],
+            "locations": [{"id": "loc_main", "name": "Main Street"}],
+            **settings,
+        },
+    )
+    assert status == 200, body
+    return api
+
+
+@pytest.fixture
+def clinic(stack: Stack) -> Api:
+    return make_clinic(stack)
