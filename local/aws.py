@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
 import boto3
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 from local.template import table_definition, ttl_attribute
 
@@ -24,6 +32,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class _AtomicDynamoDB:
+    """One DynamoDB request at a time inside moto.
+
+    DynamoDB evaluates a conditional write or a transaction atomically; moto's backend does
+    not lock, so two concurrent requests can both pass the same condition. Serialising
+    DynamoDB calls gives the local stack DynamoDB's atomicity (other services run freely), so
+    concurrency tests exercise the project's conditions rather than moto's race.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            with self._lock:
+                return list(self._app(environ, start_response))
+        return self._app(environ, start_response)
+
+
+class _LoopbackMotoServer(ThreadedMotoServer):
+    def _server_entry(self) -> None:
+        app = _AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(
+            self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
+        )
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 @dataclass
 class MotoHandle:
     server: ThreadedMotoServer
@@ -35,7 +73,7 @@ class MotoHandle:
 
 def start_moto(port: int | None = None) -> MotoHandle:
     port = port or free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = _LoopbackMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return MotoHandle(server=server, url=f"http://127.0.0.1:{port}")
 

@@ -190,6 +190,38 @@ class Api:
             authenticated=False,
         )
 
+    def intent(self, intent_id: str) -> dict[str, Any]:
+        """A PaymentIntent as Stripe's JSON (what a webhook event carries)."""
+        import urllib.request
+
+        request = urllib.request.Request(  # noqa: S310 - loopback Stripe fake
+            f"{self.stack.stripe_url}/v1/payment_intents/{intent_id}",
+            headers={"Authorization": f"Bearer {self.secret_key}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return dict(json.loads(response.read()))
+
+    def intent_event(
+        self, intent: dict[str, Any], event_type: str = "payment_intent.succeeded"
+    ) -> dict[str, Any]:
+        import time
+
+        return {
+            "id": f"evt_{secrets.token_hex(8)}",
+            "object": "event",
+            "type": event_type,
+            "created": int(time.time()),
+            "livemode": False,
+            "data": {"object": intent},
+        }
+
+    def check_invariant(self, patient_id: str) -> None:
+        from tests.support.invariant import assert_money_invariant
+
+        assert_money_invariant(
+            self.stack.moto_url, self.stack.table_name, self.clinic_id, patient_id
+        )
+
 
 def make_clinic(stack: Stack, **settings: Any) -> Api:
     clinic_id = f"clinic_{secrets.token_hex(4)}"

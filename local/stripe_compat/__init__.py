@@ -5,10 +5,11 @@ called, never copied.
 
 - `patches`: localstripe's resources made to follow Stripe's documented PaymentIntent,
   SetupIntent and card-decline semantics (extra create/confirm parameters, confirm with a
-  payment method, `setup_future_usage`, `off_session`, Stripe's `card_error` shape), and its
-  state kept in memory only.
-- `http`: the HTTP edge: `Idempotency-Key` replay, publishable-key confirms, request counts and
-  fault injection under `/_compat/`.
+  payment method, `setup_future_usage`, `off_session`), and its state kept in memory only.
+- `cards`: Stripe's test-card decline codes and its `card_error` shape.
+- `idempotency`: `Idempotency-Key` replay as Stripe does it.
+- `controls`: request counts and fault injection under `/_compat/` (for tests).
+- `middleware`: the HTTP edge (controls, faults, idempotency, publishable-key confirms).
 - `server`: builds the app and serves it on 127.0.0.1 (`python -m local.stripe_compat --port N`).
 - `process`: `start_stripe()` runs that server as a subprocess for tests and the local stack.
 

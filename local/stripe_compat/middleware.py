@@ -18,7 +18,7 @@ from localstripe import server
 from localstripe.errors import UserError
 from localstripe.resources import PaymentIntent, PaymentMethod, SetupIntent
 
-from local.stripe_compat.controls import PREFIX, STATE, Fault, route_label
+from local.stripe_compat.controls import PREFIX, STATE, route_label
 from local.stripe_compat.idempotency import stripe_error
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,7 +40,7 @@ async def compat_middleware(request: web.Request, handler: Handler) -> web.Strea
             # Stripe while the first request is still going through.
             await asyncio.sleep(fault.seconds)
         state.counts[route_label(request)] += 1
-        return await _run(request, handler, fault)
+        return await _run(request, handler)
 
     response = await state.idempotency.handle(request, execute)
     if request.method == "DELETE" and request.path == "/_config/data":
@@ -50,7 +50,7 @@ async def compat_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-async def _run(request: web.Request, handler: Handler, fault: Fault | None) -> web.StreamResponse:
+async def _run(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Execute, turning anything that is not already a response into Stripe's error shape."""
     try:
         return await handler(request)
@@ -63,7 +63,7 @@ async def _run(request: web.Request, handler: Handler, fault: Fault | None) -> w
             )
         return stripe_error(exc.status, "invalid_request_error", exc.reason)
     except Exception:
-        log.exception("unhandled error in %s %s (fault: %s)", request.method, request.path, fault)
+        log.exception("unhandled error in %s %s", request.method, request.path)
         return stripe_error(500, "api_error", "An unknown error occurred in localstripe.")
 
 

@@ -6,7 +6,7 @@ and webhooks): only what Stripe does differently is added. `install()` applies t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from localstripe.errors import UserError
 from localstripe.resources import (
@@ -23,6 +23,7 @@ from localstripe.webhooks import schedule_webhook
 from local.stripe_compat.cards import (
     AUTHENTICATE_UNLESS_SET_UP,
     AUTHENTICATION_REQUIRED,
+    Decline,
     card_error,
     card_number,
     decline_for,
@@ -61,13 +62,14 @@ def install() -> None:
     Store.dump_to_disk = _do_nothing
     Store.try_load_from_disk = _do_nothing
 
-    _original["pi_create"] = PaymentIntent.__dict__["_api_create"].__func__
+    _original["pi_create"] = PaymentIntent._api_create.__func__
     _original["pi_on_success"] = PaymentIntent._on_success
     _original["pi_report_failure"] = PaymentIntent._report_failure
     _original["pi_last_payment_error"] = PaymentIntent.last_payment_error.fget
-    _original["si_confirm"] = SetupIntent.__dict__["_api_confirm"].__func__
+    _original["pi_list"] = PaymentIntent._api_list_all.__func__
+    _original["si_confirm"] = SetupIntent._api_confirm.__func__
     _original["si_attach_pm"] = SetupIntent._attach_pm
-    _original["pm_attach"] = PaymentMethod.__dict__["_api_attach"].__func__
+    _original["pm_attach"] = PaymentMethod._api_attach.__func__
     _original["pm_charging_is_declined"] = PaymentMethod._charging_is_declined
 
     PaymentIntent._api_create = classmethod(_intent_create)
@@ -75,6 +77,10 @@ def install() -> None:
     PaymentIntent._on_success = _intent_on_success
     PaymentIntent._report_failure = _intent_report_failure
     PaymentIntent.last_payment_error = property(_intent_last_payment_error)
+    PaymentIntent._api_list_all = classmethod(_intent_list)
+    # Fields of every Stripe PaymentIntent that localstripe leaves out; settlement reads them.
+    PaymentIntent.amount_received = property(_intent_amount_received)
+    PaymentIntent.amount_capturable = property(_intent_amount_capturable)
     SetupIntent._api_confirm = classmethod(_setup_confirm)
     SetupIntent._attach_pm = _setup_attach_pm
     PaymentMethod._api_create = classmethod(_payment_method_create)
@@ -98,7 +104,7 @@ def _intent_create(
     payment_method_data: Any = None,
     setup_future_usage: Any = None,
     automatic_payment_methods: Any = None,
-    return_url: Any = None,
+    return_url: Any = None,  # accepted as Stripe does; nothing here redirects
     **data: Any,
 ) -> Any:
     """POST /v1/payment_intents with Stripe's optional parameters: `description`,
@@ -118,11 +124,10 @@ def _intent_create(
 
     intent = _original["pi_create"](cls, **data)
     intent.payment_method_types = data.get("payment_method_types") or ["card"]
-    intent.automatic_payment_methods = (
-        {"enabled": try_convert_to_bool(automatic_payment_methods.get("enabled")) is True}
-        if automatic_payment_methods is not None
-        else None
-    )
+    intent.automatic_payment_methods = None
+    if automatic_payment_methods is not None:
+        enabled = try_convert_to_bool(automatic_payment_methods.get("enabled")) is True
+        intent.automatic_payment_methods = {**automatic_payment_methods, "enabled": enabled}
     for name in (*INTENT_FIELDS, "setup_future_usage"):
         setattr(intent, name, None)
     _set_fields(intent, fields)
@@ -178,19 +183,19 @@ def _confirm(intent: Any, payment_method: Any, *, off_session: bool) -> None:
     intent.payment_method = payment_method.id
     intent.latest_charge = None  # a new attempt; an earlier failed charge stays in the store
     intent.next_action = None
-    if off_session and _needs_authentication_off_session(payment_method):
-        _decline(intent, payment_method, AUTHENTICATION_REQUIRED)
+    if off_session and payment_method._requires_authentication():
+        # Nobody can authenticate off-session: Stripe declines, unless the card was set up
+        # for off-session use and its issuer accepts that (4000002500003155).
+        set_up = getattr(payment_method, "_compat_set_up", False)
+        if not (set_up and card_number(payment_method) == AUTHENTICATE_UNLESS_SET_UP):
+            _decline(intent, payment_method, AUTHENTICATION_REQUIRED)
+        intent._authentication_failed = False
+        intent._create_charge(on_failure_now=intent._report_failure)
+        return
     intent._confirm(on_failure_now=intent._report_failure)
 
 
-def _needs_authentication_off_session(payment_method: Any) -> bool:
-    if not payment_method._requires_authentication():
-        return False
-    set_up = getattr(payment_method, "_compat_set_up", False)
-    return not (set_up and card_number(payment_method) == AUTHENTICATE_UNLESS_SET_UP)
-
-
-def _decline(intent: Any, payment_method: Any, decline: Any) -> None:
+def _decline(intent: Any, payment_method: Any, decline: Decline) -> NoReturn:
     """A failed charge with the given decline, reported like localstripe reports its own
     (payment_intent.payment_failed event, 402). Stripe cannot ask an off-session customer to
     authenticate, so the issuer's soft decline fails the payment."""
@@ -206,6 +211,7 @@ def _decline(intent: Any, payment_method: Any, decline: Any) -> None:
     charge._compat_decline = decline
     intent.latest_charge = charge
     charge._initialize_charge(intent._on_success, intent._report_failure, None)
+    raise AssertionError("a declined card charge reports its failure by raising")
 
 
 def _intent_on_success(self: Any) -> None:
@@ -240,6 +246,26 @@ def _intent_last_payment_error(self: Any) -> Any:
             payment_method=PaymentMethod._api_retrieve(charge.payment_method)._export(),
         )
     return error
+
+
+def _intent_list(cls: type, url: str, customer: Any = None, **params: Any) -> Any:
+    """GET /v1/payment_intents with Stripe's `customer` filter, newest first as Stripe lists
+    (a reconciler finds a customer's intents this way)."""
+    listing = _original["pi_list"](cls, url, **params)
+    intents = list(reversed(listing._list))
+    if customer is not None:
+        intents = [intent for intent in intents if intent.customer == customer]
+    listing._list = intents
+    return listing
+
+
+def _intent_amount_received(self: Any) -> int:
+    # What was captured (a partial capture still counts the full amount here).
+    return int(self.amount) if self.status == "succeeded" else 0
+
+
+def _intent_amount_capturable(self: Any) -> int:
+    return int(self.amount) if self.status == "requires_capture" else 0
 
 
 def _intent_fields(data: dict[str, Any], setup_future_usage: Any) -> dict[str, Any]:

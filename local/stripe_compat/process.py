@@ -35,6 +35,7 @@ class StripeHandle:
     process: subprocess.Popen[str]
     _output: deque[str] = field(default_factory=lambda: deque(maxlen=500))
     _ready: threading.Event = field(default_factory=threading.Event)
+    _reader: threading.Thread | None = None
 
     def output(self) -> str:
         """The server's recent stdout and stderr (for error messages)."""
@@ -48,6 +49,8 @@ class StripeHandle:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)  # reads to the end of the output, then returns
         if self.process.stdout is not None:
             self.process.stdout.close()
 
@@ -84,13 +87,13 @@ def start_stripe(port: int | None = None, timeout: float = 20.0) -> StripeHandle
         text=True,
     )
     handle = StripeHandle(url=f"http://{HOST}:{port}", port=port, process=process)
-    threading.Thread(target=handle._drain, name=f"localstripe-{port}", daemon=True).start()
+    handle._reader = threading.Thread(target=handle._drain, name=f"localstripe-{port}", daemon=True)
+    handle._reader.start()
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            process.wait()
-            time.sleep(0.1)  # let the reader catch the last lines
+            handle.stop()  # collects the last lines of output
             raise RuntimeError(
                 f"localstripe-compat exited with {process.returncode}:\n{handle.output()}"
             )

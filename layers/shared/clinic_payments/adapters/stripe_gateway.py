@@ -62,11 +62,17 @@ def intent_snapshot(data: dict[str, Any]) -> IntentSnapshot:
     """A PaymentIntent (from the API or an event) as the domain sees it."""
     pm = data.get("payment_method")
     customer = data.get("customer")
+    status = str(data.get("status"))
+    amount = int(data.get("amount") or 0)
+    received = data.get("amount_received")
+    if received is None:
+        # Stripe always sends it; a succeeded intent without it captured its whole amount.
+        received = amount if status == "succeeded" else 0
     return IntentSnapshot(
         id=str(data["id"]),
-        status=str(data.get("status")),
-        amount=int(data.get("amount") or 0),
-        amount_received=int(data.get("amount_received") or 0),
+        status=status,
+        amount=amount,
+        amount_received=int(received),
         currency=str(data.get("currency") or ""),
         client_secret=data.get("client_secret"),
         metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
@@ -172,7 +178,9 @@ class StripeGateway:
 
     def retrieve_payment_intent(self, intent_id: str) -> IntentSnapshot:
         try:
-            intent = self._client.v1.payment_intents.retrieve(intent_id)
+            intent = self._client.v1.payment_intents.retrieve(
+                intent_id, params={"expand": ["payment_method"]}
+            )
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
         return intent_snapshot(intent.to_dict())

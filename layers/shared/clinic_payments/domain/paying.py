@@ -16,6 +16,7 @@ from clinic_payments.domain.errors import (
     CardDeclinedError,
     ConflictError,
     ConsentRequiredError,
+    DomainError,
     ForbiddenError,
     NotFoundError,
     PaymentError,
@@ -387,20 +388,27 @@ class PaymentService:
             return payment
         new_status = status_from_intent(intent.status)
         if new_status is PaymentStatus.SUCCEEDED:
+            intent = self._with_card_details(link, intent)
             self._settle(payment, received=intent.amount_received, intent=intent)
-        elif may_move(payment.status, new_status):
-            failure = (
-                intent.last_error if new_status is PaymentStatus.REQUIRES_PAYMENT_METHOD else None
-            )
-            if failure is not None and payment.status is not PaymentStatus.REQUIRES_PAYMENT_METHOD:
-                new_status = PaymentStatus.FAILED
-            self._repo.update_payment_status(
-                payment,
-                new_status,
-                failure=failure,
-                payment_method=intent.payment_method,
-                client_secret=intent.client_secret,
-            )
+        else:
+            failure = None
+            if new_status is PaymentStatus.REQUIRES_PAYMENT_METHOD and intent.last_error:
+                # Back to requires_payment_method with an error: that attempt failed. A card
+                # that needs its holder (off-session 3-D Secure) needs action, not a new card.
+                failure = intent.last_error
+                new_status = (
+                    PaymentStatus.REQUIRES_ACTION
+                    if failure.code == "authentication_required"
+                    else PaymentStatus.FAILED
+                )
+            if may_move(payment.status, new_status):
+                self._repo.update_payment_status(
+                    payment,
+                    new_status,
+                    failure=failure,
+                    payment_method=intent.payment_method,
+                    client_secret=intent.client_secret,
+                )
         return self._repo.get_payment(link.clinic_id, link.patient_id, link.payment_id)
 
     def settle_offline(self, payment: Payment) -> None:
@@ -408,6 +416,18 @@ class PaymentService:
         if payment.method is PaymentMethodType.CARD:
             raise ValueError("card payments settle from their PaymentIntent")
         self._settle(payment, received=payment.amount, intent=None)
+
+    def _with_card_details(self, link: StripeObjectLink, intent: IntentSnapshot) -> IntentSnapshot:
+        """Events carry the payment method as an id: fetch brand and last four for the record."""
+        card = intent.payment_method
+        if card is None or card.last4:
+            return intent
+        try:
+            gateway = self._stripe.for_account(link.clinic_id, link.account_id)
+            details, _owner = gateway.retrieve_payment_method(card.id)
+        except DomainError:
+            return intent  # a receipt detail is no reason to hold back settlement
+        return replace(intent, payment_method=details)
 
     def record_failure(self, link: StripeObjectLink, intent: IntentSnapshot) -> Payment | None:
         """payment_intent.payment_failed: the attempt failed (the intent may be retried)."""

@@ -21,7 +21,9 @@ _FROM_INTENT = {
 _RANK = {
     PaymentStatus.REQUIRES_PAYMENT_METHOD: 0,
     PaymentStatus.FAILED: 0,
-    PaymentStatus.REQUIRES_ACTION: 1,
+    # Both in flight: a saved-card charge is recorded as processing (outcome unknown) before
+    # Stripe answers, and may then need the cardholder's action. Either may follow the other.
+    PaymentStatus.REQUIRES_ACTION: 2,
     PaymentStatus.PROCESSING: 2,
     PaymentStatus.SUCCEEDED: 3,
     PaymentStatus.CANCELED: 3,

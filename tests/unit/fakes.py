@@ -1,0 +1,869 @@
+"""In-memory fakes of the domain's ports, typed against the Protocols so they cannot drift.
+
+InMemoryPaymentsRepository mirrors DynamoPaymentsRepository's conditional semantics (put-if-absent,
+forward-only status updates, one all-or-nothing settlement transaction, idempotency claims with a
+lock). FakeStripeGateway behaves like Stripe as the StripeGateway adapter presents it: idempotency
+keys replay the first answer, declines come back as an intent with last_error (a confirm-time
+decline) or as CardDeclinedError, an outage as PaymentProviderUnavailableError.
+
+Every read returns a copy, as a database would: a test cannot change stored state by aliasing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import hashlib
+import hmac
+import itertools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from clinic_payments.domain.errors import (
+    CardDeclinedError,
+    ConflictError,
+    DomainError,
+    NotFoundError,
+    PaymentProviderUnavailableError,
+    StaleWriteError,
+    ValidationError,
+    WebhookSignatureError,
+)
+from clinic_payments.domain.model import (
+    Actor,
+    CardSummary,
+    ClinicSettings,
+    Credit,
+    Failure,
+    IntentSnapshot,
+    Invoice,
+    InvoiceStatus,
+    LedgerEntry,
+    Page,
+    Payment,
+    PaymentStatus,
+    Role,
+    StripeAccount,
+    StripeKeys,
+    WebhookEvent,
+)
+from clinic_payments.domain.payments import statuses_before
+from clinic_payments.domain.ports import (
+    ClinicSecrets,
+    Clock,
+    IdempotencyRecord,
+    PaymentsRepository,
+    SettlementWrite,
+    StripeGateway,
+    StripeGateways,
+    StripeObjectLink,
+    WebhookVerifier,
+)
+from clinic_payments.domain.timeutil import to_iso
+
+IDEMPOTENCY_RETENTION_SECONDS = 60 * 60 * 24
+_OPEN = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID)
+_LEAVES_PENDING = (PaymentStatus.FAILED, PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED)
+
+PatientKey = tuple[str, str]
+
+
+def _encode_cursor(invoice_id: str) -> str:
+    return base64.urlsafe_b64encode(f"INVOICE#{invoice_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        sk = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValidationError("Invalid cursor.", [{"field": "cursor", "issue": "invalid"}]) from exc
+    if not sk.startswith("INVOICE#"):
+        raise ValidationError("Invalid cursor.", [{"field": "cursor", "issue": "invalid"}])
+    return sk.removeprefix("INVOICE#")
+
+
+def _pending_sort_key(p: Payment) -> str:
+    return f"{p.created_at}#{p.clinic_id}#{p.patient_id}#{p.id}"
+
+
+@dataclass
+class _IdempotencyItem:
+    request_hash: str
+    resource_id: str
+    completed: bool
+    lock_until: int
+    expires_at: int
+    status_code: int | None = None
+    body: str | None = None
+
+    def record(self) -> IdempotencyRecord:
+        return IdempotencyRecord(
+            self.request_hash, self.resource_id, self.completed, self.status_code, self.body
+        )
+
+
+class InMemoryPaymentsRepository:
+    """PaymentsRepository in memory, with DynamoPaymentsRepository's conditions.
+
+    Test hooks:
+    - `fail_next(method, exc)`: the next call of that method raises exc (before any effect);
+    - `before_settle`: called with each SettlementWrite before its conditions are checked, so a
+      test can land a concurrent write in between a read and the transaction.
+    """
+
+    def __init__(self, epoch_seconds: Callable[[], float] = time.time) -> None:
+        self._epoch_seconds = epoch_seconds
+        self.settings: dict[str, ClinicSettings] = {}
+        self.accounts: dict[tuple[str, str], StripeAccount] = {}
+        self.invoice_counters: dict[str, int] = {}
+        self.invoices: dict[PatientKey, dict[str, Invoice]] = {}
+        self.payments: dict[PatientKey, dict[str, Payment]] = {}
+        self.pending: set[tuple[str, str, str]] = set()
+        self.links: dict[str, StripeObjectLink] = {}
+        self.credits: dict[PatientKey, Credit] = {}
+        self.ledger: dict[PatientKey, list[LedgerEntry]] = {}
+        self.customers: dict[tuple[str, str, str], str] = {}
+        self.events: dict[tuple[str, str], str] = {}
+        self.idempotency: dict[str, _IdempotencyItem] = {}
+        self.settle_calls = 0
+        self.before_settle: Callable[[SettlementWrite], None] | None = None
+        self._failures: dict[str, list[BaseException]] = {}
+
+    # -- test hooks -----------------------------------------------------------------------
+
+    def fail_next(self, method: str, exc: BaseException) -> None:
+        if not callable(getattr(self, method, None)):
+            raise AttributeError(f"no repository method {method}")
+        self._failures.setdefault(method, []).append(exc)
+
+    def _maybe_fail(self, method: str) -> None:
+        queued = self._failures.get(method)
+        if queued:
+            raise queued.pop(0)
+
+    def ledger_entries(self, clinic_id: str, patient_id: str) -> list[LedgerEntry]:
+        return list(self.ledger.get((clinic_id, patient_id), []))
+
+    def all_payments(self) -> list[Payment]:
+        return [copy.deepcopy(p) for ps in self.payments.values() for p in ps.values()]
+
+    def is_pending(self, payment: Payment) -> bool:
+        return (payment.clinic_id, payment.patient_id, payment.id) in self.pending
+
+    # -- clinic configuration -------------------------------------------------------------
+
+    def get_settings(self, clinic_id: str) -> ClinicSettings | None:
+        self._maybe_fail("get_settings")
+        found = self.settings.get(clinic_id)
+        return copy.deepcopy(found) if found else None
+
+    def put_settings(self, settings: ClinicSettings) -> None:
+        self._maybe_fail("put_settings")
+        self.settings[settings.clinic_id] = copy.deepcopy(settings)
+
+    def get_account(self, clinic_id: str, account_id: str) -> StripeAccount | None:
+        self._maybe_fail("get_account")
+        found = self.accounts.get((clinic_id, account_id))
+        return copy.deepcopy(found) if found else None
+
+    def list_accounts(self, clinic_id: str) -> list[StripeAccount]:
+        self._maybe_fail("list_accounts")
+        return [
+            copy.deepcopy(a)
+            for (clinic, account_id), a in sorted(self.accounts.items())
+            if clinic == clinic_id
+        ]
+
+    def put_account(self, account: StripeAccount) -> None:
+        self._maybe_fail("put_account")
+        self.accounts[(account.clinic_id, account.account_id)] = copy.deepcopy(account)
+
+    # -- invoices -------------------------------------------------------------------------
+
+    def next_invoice_number(self, clinic_id: str) -> int:
+        self._maybe_fail("next_invoice_number")
+        self.invoice_counters[clinic_id] = self.invoice_counters.get(clinic_id, 0) + 1
+        return self.invoice_counters[clinic_id]
+
+    def put_new_invoice(self, invoice: Invoice) -> None:
+        self._maybe_fail("put_new_invoice")
+        bucket = self.invoices.setdefault((invoice.clinic_id, invoice.patient_id), {})
+        if invoice.id in bucket:
+            # DynamoDB: ConditionalCheckFailed on attribute_not_exists(pk).
+            raise ConflictError(f"Invoice {invoice.id} exists already.")
+        bucket[invoice.id] = copy.deepcopy(invoice)
+
+    def get_invoice(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice | None:
+        self._maybe_fail("get_invoice")
+        found = self.invoices.get((clinic_id, patient_id), {}).get(invoice_id)
+        return copy.deepcopy(found) if found else None
+
+    def list_invoices(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        status: str,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[Invoice]:
+        self._maybe_fail("list_invoices")
+        newest_first = sorted(
+            self.invoices.get((clinic_id, patient_id), {}).values(),
+            key=lambda i: i.id,
+            reverse=True,
+        )
+        if cursor:
+            after = _decode_cursor(cursor)
+            newest_first = [i for i in newest_first if i.id < after]
+        if status == "open":
+            newest_first = [i for i in newest_first if i.status in _OPEN]
+        elif status != "all":
+            newest_first = [i for i in newest_first if i.status.value == status]
+        items = [copy.deepcopy(i) for i in newest_first[:limit]]
+        more = len(newest_first) > limit
+        return Page(items, _encode_cursor(items[-1].id) if more and items else None)
+
+    def all_invoices(self, clinic_id: str, patient_id: str) -> list[Invoice]:
+        self._maybe_fail("all_invoices")
+        bucket = self.invoices.get((clinic_id, patient_id), {})
+        return [copy.deepcopy(bucket[k]) for k in sorted(bucket)]
+
+    def void_invoice(self, invoice: Invoice, at: str) -> None:
+        self._maybe_fail("void_invoice")
+        stored = self.invoices.get((invoice.clinic_id, invoice.patient_id), {}).get(invoice.id)
+        if stored is None or stored.amount_paid != 0 or stored.status is InvoiceStatus.VOID:
+            raise ConflictError("The invoice has payments on it or is already void.")
+        stored.status = InvoiceStatus.VOID
+        stored.voided_at = at
+
+    # -- payments -------------------------------------------------------------------------
+
+    def _stored_payment(self, clinic_id: str, patient_id: str, payment_id: str) -> Payment | None:
+        return self.payments.get((clinic_id, patient_id), {}).get(payment_id)
+
+    def _track(self, payment: Payment) -> None:
+        key = (payment.clinic_id, payment.patient_id, payment.id)
+        if payment.status in _LEAVES_PENDING:
+            self.pending.discard(key)
+        else:
+            self.pending.add(key)
+
+    def put_new_payment(self, payment: Payment) -> bool:
+        self._maybe_fail("put_new_payment")
+        bucket = self.payments.setdefault((payment.clinic_id, payment.patient_id), {})
+        if payment.id in bucket:
+            return False
+        bucket[payment.id] = copy.deepcopy(payment)
+        self._track(payment)
+        return True
+
+    def get_payment(self, clinic_id: str, patient_id: str, payment_id: str) -> Payment | None:
+        self._maybe_fail("get_payment")
+        found = self._stored_payment(clinic_id, patient_id, payment_id)
+        return copy.deepcopy(found) if found else None
+
+    def attach_intent(self, payment: Payment, link: StripeObjectLink) -> None:
+        self._maybe_fail("attach_intent")
+        stored = self._stored_payment(payment.clinic_id, payment.patient_id, payment.id)
+        if stored is None or stored.stripe_payment_intent_id not in (
+            None,
+            payment.stripe_payment_intent_id,
+        ):
+            raise ConflictError("The payment is linked to another PaymentIntent.")
+        stored.stripe_payment_intent_id = payment.stripe_payment_intent_id
+        stored.client_secret = payment.client_secret
+        stored.stripe_customer_id = payment.stripe_customer_id
+        stored.payment_method = payment.payment_method
+        self.links[str(payment.stripe_payment_intent_id)] = link
+
+    def update_payment_status(
+        self,
+        payment: Payment,
+        status: PaymentStatus,
+        *,
+        failure: Failure | None = None,
+        payment_method: CardSummary | None = None,
+        client_secret: str | None = None,
+    ) -> bool:
+        self._maybe_fail("update_payment_status")
+        allowed = statuses_before(status)
+        stored = self._stored_payment(payment.clinic_id, payment.patient_id, payment.id)
+        if not allowed or stored is None or stored.status not in allowed:
+            return False
+        stored.status = status
+        stored.failure = failure
+        if payment_method is not None:
+            stored.payment_method = payment_method
+        if client_secret is not None:
+            stored.client_secret = client_secret
+        self._track(stored)
+        return True
+
+    def settle(self, write: SettlementWrite) -> bool:
+        self._maybe_fail("settle")
+        self.settle_calls += 1
+        if self.before_settle is not None:
+            self.before_settle(write)
+        p = write.payment
+        stored = self._stored_payment(p.clinic_id, p.patient_id, p.id)
+        # The transaction's conditions, all checked before anything is written.
+        if stored is None or stored.status not in write.previous_statuses:
+            return False  # settled already (or no longer settleable): change nothing
+        bucket = self.invoices.get((p.clinic_id, p.patient_id), {})
+        for credit in write.invoices:
+            invoice = bucket.get(credit.invoice_id)
+            if (
+                invoice is None
+                or invoice.amount_paid != credit.seen_amount_paid
+                or invoice.status is InvoiceStatus.VOID
+            ):
+                raise StaleWriteError("An invoice changed during settlement.")
+        entries = self.ledger.setdefault((p.clinic_id, p.patient_id), [])
+        if write.credit_entry is not None and any(e.id == write.credit_entry.id for e in entries):
+            raise StaleWriteError("The ledger entry exists already.")
+        # All conditions hold: apply every item.
+        stored.status = p.status
+        stored.allocations = list(p.allocations)
+        stored.credit_amount = p.credit_amount
+        stored.fee_amount = p.fee_amount
+        stored.amount_received = p.amount_received
+        stored.confirmation_number = p.confirmation_number
+        stored.succeeded_at = p.succeeded_at
+        stored.payment_method = p.payment_method
+        stored.failure = None
+        self.pending.discard((p.clinic_id, p.patient_id, p.id))
+        for credit in write.invoices:
+            invoice = bucket[credit.invoice_id]
+            invoice.amount_paid += credit.amount
+            invoice.status = credit.new_status
+            invoice.payments.append(credit.ref)
+            if credit.new_status is InvoiceStatus.PAID:
+                invoice.paid_at = credit.ref.at
+        if write.credit_entry is not None:
+            entry = write.credit_entry
+            key = (p.clinic_id, p.patient_id)
+            current = self.credits.get(key, Credit(0, None, 0))
+            self.credits[key] = Credit(
+                current.balance + entry.amount,
+                current.currency or entry.currency,
+                current.version + 1,
+            )
+            entries.append(entry)
+        return True
+
+    def get_stripe_link(self, object_id: str) -> StripeObjectLink | None:
+        self._maybe_fail("get_stripe_link")
+        return self.links.get(object_id)
+
+    def pending_payments(self, older_than: str, limit: int) -> list[StripeObjectLink]:
+        self._maybe_fail("pending_payments")
+        found: list[tuple[str, StripeObjectLink]] = []
+        for clinic_id, patient_id, payment_id in self.pending:
+            p = self.payments[(clinic_id, patient_id)][payment_id]
+            sort_key = _pending_sort_key(p)
+            if sort_key < older_than:
+                link = StripeObjectLink(
+                    clinic_id, patient_id, payment_id, p.stripe_account_id or ""
+                )
+                found.append((sort_key, link))
+        return [link for _, link in sorted(found, key=lambda pair: pair[0])[:limit]]
+
+    def stop_tracking(self, payment: Payment) -> None:
+        self._maybe_fail("stop_tracking")
+        self.pending.discard((payment.clinic_id, payment.patient_id, payment.id))
+
+    # -- credit ---------------------------------------------------------------------------
+
+    def get_credit(self, clinic_id: str, patient_id: str) -> Credit:
+        self._maybe_fail("get_credit")
+        return self.credits.get(
+            (clinic_id, patient_id), Credit(balance=0, currency=None, version=0)
+        )
+
+    # -- stripe customers -----------------------------------------------------------------
+
+    def get_customer_id(self, clinic_id: str, patient_id: str, account_id: str) -> str | None:
+        self._maybe_fail("get_customer_id")
+        return self.customers.get((clinic_id, patient_id, account_id))
+
+    def put_customer_id(
+        self, clinic_id: str, patient_id: str, account_id: str, customer_id: str
+    ) -> str:
+        self._maybe_fail("put_customer_id")
+        # Conditional put: the first customer stored wins, and is what every caller gets.
+        return self.customers.setdefault((clinic_id, patient_id, account_id), customer_id)
+
+    # -- webhook events -------------------------------------------------------------------
+
+    def event_processed(self, account_key: str, event_id: str) -> bool:
+        self._maybe_fail("event_processed")
+        return (account_key, event_id) in self.events
+
+    def mark_event_processed(self, account_key: str, event_id: str, event_type: str) -> None:
+        self._maybe_fail("mark_event_processed")
+        self.events[(account_key, event_id)] = event_type
+
+    # -- idempotency ----------------------------------------------------------------------
+
+    def begin_request(
+        self, scope: str, request_hash: str, resource_id: str, lock_seconds: int
+    ) -> tuple[IdempotencyRecord, bool]:
+        self._maybe_fail("begin_request")
+        now = int(self._epoch_seconds())
+        item = self.idempotency.get(scope)
+        if item is not None and item.expires_at <= now:
+            del self.idempotency[scope]  # TTL: an expired claim is gone
+            item = None
+        if item is None:
+            self.idempotency[scope] = _IdempotencyItem(
+                request_hash=request_hash,
+                resource_id=resource_id,
+                completed=False,
+                lock_until=now + lock_seconds,
+                expires_at=now + IDEMPOTENCY_RETENTION_SECONDS,
+            )
+            return IdempotencyRecord(request_hash, resource_id, completed=False), True
+        record = item.record()
+        if item.completed or item.request_hash != request_hash or item.lock_until > now:
+            return record, False
+        # The previous owner died holding the lock: take it over, keeping its resource id.
+        item.lock_until = now + lock_seconds
+        return record, True
+
+    def complete_request(self, scope: str, status_code: int, body: str) -> None:
+        self._maybe_fail("complete_request")
+        item = self.idempotency.get(scope)
+        if item is None:
+            # DynamoDB's update_item creates the item; it then has no hash and no lock.
+            now = int(self._epoch_seconds())
+            item = _IdempotencyItem("", "", False, 0, now + IDEMPOTENCY_RETENTION_SECONDS)
+            self.idempotency[scope] = item
+        item.completed = True
+        item.status_code = status_code
+        item.body = body
+
+    def release_request(self, scope: str) -> None:
+        self._maybe_fail("release_request")
+        item = self.idempotency.get(scope)
+        if item is not None and not item.completed:
+            item.lock_until = 0
+
+
+# -- Stripe ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Succeed:
+    """The charge goes through (or, without a payment method, the intent awaits one)."""
+
+
+@dataclass(frozen=True)
+class Decline:
+    """A card decline. with_intent: Stripe's confirm-time decline, which still created an
+    intent (requires_payment_method + last_error), as the adapter returns it; else the adapter's
+    CardDeclinedError with Stripe's code and decline code in details."""
+
+    code: str = "card_declined"
+    decline_code: str | None = "insufficient_funds"
+    message: str = "Your card has insufficient funds."
+    with_intent: bool = True
+
+
+@dataclass(frozen=True)
+class RequiresAction:
+    """3-D Secure: the cardholder must authenticate."""
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """Stripe timed out or answered 5xx. after_create: Stripe did create the intent (the answer
+    was lost), so a retry with the same idempotency key finds it."""
+
+    after_create: bool = False
+
+
+Outcome = Succeed | Decline | RequiresAction | Unavailable
+
+
+@dataclass
+class FakeIntent:
+    id: str
+    status: str
+    amount: int
+    amount_received: int
+    currency: str
+    client_secret: str
+    customer: str
+    metadata: dict[str, str]
+    payment_method: CardSummary | None
+    last_error: Failure | None = None
+
+    def snapshot(self) -> IntentSnapshot:
+        return IntentSnapshot(
+            id=self.id,
+            status=self.status,
+            amount=self.amount,
+            amount_received=self.amount_received,
+            currency=self.currency,
+            client_secret=self.client_secret,
+            metadata=dict(self.metadata),
+            payment_method=self.payment_method,
+            last_error=self.last_error,
+            customer=self.customer,
+        )
+
+
+@dataclass(frozen=True)
+class GatewayCall:
+    name: str
+    args: dict[str, Any]
+
+
+_ids = itertools.count(1)
+
+
+def _next_id(prefix: str) -> str:
+    return f"{prefix}_fake{next(_ids):06d}"
+
+
+class FakeStripeGateway:
+    """One clinic account's Stripe. Scripted: `script(outcome, ...)` queues the outcomes of the
+    next create_payment_intent calls (default: Succeed). Idempotency keys replay the first
+    answer, as Stripe does; another request under a used key is Stripe's idempotency_error."""
+
+    def __init__(self, clinic_id: str = "", account_id: str = "") -> None:
+        self.clinic_id = clinic_id
+        self.account_id = account_id
+        self.calls: list[GatewayCall] = []
+        self.intents: dict[str, FakeIntent] = {}
+        self.customers: dict[str, str] = {}  # idempotency key -> customer id
+        self.cards: dict[str, tuple[CardSummary, str | None]] = {}
+        self.unavailable = False  # every call raises PaymentProviderUnavailableError
+        self._outcomes: list[Outcome] = []
+        self._replies: dict[str, tuple[dict[str, Any], IntentSnapshot | DomainError]] = {}
+
+    # -- scripting ------------------------------------------------------------------------
+
+    def script(self, *outcomes: Outcome) -> None:
+        self._outcomes.extend(outcomes)
+
+    def add_card(
+        self, customer: str | None, brand: str = "visa", last4: str = "4242", pm_id: str = ""
+    ) -> str:
+        pm_id = pm_id or _next_id("pm")
+        self.cards[pm_id] = (CardSummary(pm_id, brand, last4, 12, 2030), customer)
+        return pm_id
+
+    def set_intent(
+        self,
+        intent_id: str,
+        status: str,
+        *,
+        amount_received: int | None = None,
+        last_error: Failure | None = None,
+        payment_method: CardSummary | None = None,
+    ) -> IntentSnapshot:
+        """Move an intent as Stripe would (the portal confirmed it, 3DS finished...)."""
+        intent = self.intents[intent_id]
+        intent.status = status
+        intent.last_error = last_error
+        if payment_method is not None:
+            intent.payment_method = payment_method
+        if amount_received is not None:
+            intent.amount_received = amount_received
+        elif status == "succeeded":
+            intent.amount_received = intent.amount
+        return intent.snapshot()
+
+    def intent_ids(self) -> list[str]:
+        return list(self.intents)
+
+    def calls_named(self, name: str) -> list[GatewayCall]:
+        return [c for c in self.calls if c.name == name]
+
+    def _check_up(self) -> None:
+        if self.unavailable:
+            raise PaymentProviderUnavailableError("Stripe did not answer in time.")
+
+    # -- the port -------------------------------------------------------------------------
+
+    def create_customer(self, clinic_id: str, patient_id: str, idempotency_key: str) -> str:
+        self.calls.append(
+            GatewayCall(
+                "create_customer",
+                {
+                    "clinic_id": clinic_id,
+                    "patient_id": patient_id,
+                    "idempotency_key": idempotency_key,
+                },
+            )
+        )
+        self._check_up()
+        if idempotency_key not in self.customers:
+            self.customers[idempotency_key] = _next_id("cus")
+        return self.customers[idempotency_key]
+
+    def create_payment_intent(
+        self,
+        *,
+        amount: int,
+        currency: str,
+        customer: str,
+        metadata: dict[str, str],
+        idempotency_key: str,
+        payment_method: str | None,
+        confirm: bool,
+        off_session: bool,
+        save_card: bool,
+        receipt_email: str | None,
+    ) -> IntentSnapshot:
+        params: dict[str, Any] = {
+            "amount": amount,
+            "currency": currency,
+            "customer": customer,
+            "metadata": dict(metadata),
+            "idempotency_key": idempotency_key,
+            "payment_method": payment_method,
+            "confirm": confirm,
+            "off_session": off_session,
+            "save_card": save_card,
+            "receipt_email": receipt_email,
+        }
+        self.calls.append(GatewayCall("create_payment_intent", params))
+        self._check_up()
+        replay = self._replies.get(idempotency_key)
+        if replay is not None:
+            first_params, answer = replay
+            if first_params != params:
+                raise ConflictError("A retried request differed from the first.")
+            if isinstance(answer, DomainError):
+                raise copy.copy(answer)
+            return answer
+        outcome = self._outcomes.pop(0) if self._outcomes else Succeed()
+        if isinstance(outcome, Unavailable):
+            if outcome.after_create:
+                created = self._create(params, Succeed())
+                self._replies[idempotency_key] = (params, created)
+            raise PaymentProviderUnavailableError("Stripe did not answer in time.")
+        if isinstance(outcome, Decline) and not outcome.with_intent:
+            error = CardDeclinedError(
+                outcome.message,
+                [
+                    {
+                        "code": outcome.code,
+                        "decline_code": outcome.decline_code,
+                        "message": outcome.message,
+                    }
+                ],
+            )
+            self._replies[idempotency_key] = (params, error)
+            raise copy.copy(error)
+        answer = self._create(params, outcome)
+        self._replies[idempotency_key] = (params, answer)
+        return answer
+
+    def _create(self, params: dict[str, Any], outcome: Outcome) -> IntentSnapshot:
+        intent_id = _next_id("pi")
+        pm_id = params["payment_method"]
+        card = self.cards[pm_id][0] if pm_id in self.cards else None
+        if pm_id and card is None:
+            card = CardSummary(pm_id, None, None)
+        intent = FakeIntent(
+            id=intent_id,
+            status="requires_payment_method",
+            amount=params["amount"],
+            amount_received=0,
+            currency=params["currency"],
+            client_secret=f"{intent_id}_secret_{next(_ids)}",
+            customer=params["customer"],
+            metadata=params["metadata"],
+            payment_method=card,
+        )
+        if params["confirm"]:
+            if isinstance(outcome, Succeed):
+                intent.status = "succeeded"
+                intent.amount_received = intent.amount
+            elif isinstance(outcome, RequiresAction):
+                intent.status = "requires_action"
+            elif isinstance(outcome, Decline):
+                intent.last_error = Failure(outcome.code, outcome.decline_code, outcome.message)
+        self.intents[intent_id] = intent
+        return intent.snapshot()
+
+    def retrieve_payment_intent(self, intent_id: str) -> IntentSnapshot:
+        self.calls.append(GatewayCall("retrieve_payment_intent", {"intent_id": intent_id}))
+        self._check_up()
+        intent = self.intents.get(intent_id)
+        if intent is None:
+            raise NotFoundError("Not found at Stripe.")
+        return intent.snapshot()
+
+    def retrieve_payment_method(self, payment_method_id: str) -> tuple[CardSummary, str | None]:
+        self.calls.append(
+            GatewayCall("retrieve_payment_method", {"payment_method_id": payment_method_id})
+        )
+        self._check_up()
+        found = self.cards.get(payment_method_id)
+        if found is None:
+            raise NotFoundError("That saved card was not found for this patient.")
+        return found
+
+
+class FakeStripeGateways:
+    """A FakeStripeGateway per clinic account, made on first use; `missing` accounts have no
+    keys (the real one then raises PaymentProviderUnavailableError)."""
+
+    def __init__(self) -> None:
+        self.gateways: dict[tuple[str, str], FakeStripeGateway] = {}
+        self.missing: set[tuple[str, str]] = set()
+        self.requested: list[tuple[str, str]] = []
+
+    def for_account(self, clinic_id: str, account_id: str) -> FakeStripeGateway:
+        self.requested.append((clinic_id, account_id))
+        if (clinic_id, account_id) in self.missing:
+            raise PaymentProviderUnavailableError("The clinic's Stripe account is not configured.")
+        key = (clinic_id, account_id)
+        if key not in self.gateways:
+            self.gateways[key] = FakeStripeGateway(clinic_id, account_id)
+        return self.gateways[key]
+
+    def gateway(self, clinic_id: str, account_id: str) -> FakeStripeGateway:
+        """The gateway a test scripts (not recorded as a request)."""
+        key = (clinic_id, account_id)
+        if key not in self.gateways:
+            self.gateways[key] = FakeStripeGateway(clinic_id, account_id)
+        return self.gateways[key]
+
+
+# -- secrets, clock, webhooks ---------------------------------------------------------------
+
+
+class FakeClinicSecrets:
+    def __init__(self) -> None:
+        self.keys: dict[tuple[str, str], StripeKeys] = {}
+
+    def get_keys(self, clinic_id: str, account_id: str) -> StripeKeys | None:
+        return self.keys.get((clinic_id, account_id))
+
+    def put_keys(self, clinic_id: str, account_id: str, keys: StripeKeys) -> None:
+        self.keys[(clinic_id, account_id)] = keys
+
+
+@dataclass
+class FakeClock:
+    """A settable clock: now() is ISO 8601 UTC as the system clock gives it."""
+
+    moment: datetime = field(default_factory=lambda: datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+
+    def now(self) -> str:
+        return to_iso(self.moment)
+
+    def set(self, moment: datetime) -> None:
+        self.moment = moment
+
+    def advance(self, delta: timedelta = timedelta(milliseconds=1)) -> str:
+        self.moment += delta
+        return self.now()
+
+    def epoch_seconds(self) -> float:
+        return self.moment.timestamp()
+
+
+class FakeWebhookVerifier:
+    """Signs events with an HMAC of the secret, like Stripe; verify() checks it and returns the
+    event it signed. A payload it did not sign, or a wrong signature, is WebhookSignatureError."""
+
+    def __init__(self) -> None:
+        self._events: dict[bytes, WebhookEvent] = {}
+        self.verified: list[str] = []
+
+    @staticmethod
+    def _signature(payload: bytes, secret: str) -> str:
+        return "v1=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+
+    def sign(self, event: WebhookEvent, secret: str) -> tuple[bytes, str]:
+        payload = f'{{"id": "{event.id}", "n": {len(self._events)}}}'.encode()
+        self._events[payload] = event
+        return payload, self._signature(payload, secret)
+
+    def verify(self, payload: bytes, signature: str, secret: str) -> WebhookEvent:
+        event = self._events.get(payload)
+        if event is None or not hmac.compare_digest(signature, self._signature(payload, secret)):
+            raise WebhookSignatureError("The webhook signature did not verify.")
+        self.verified.append(event.id)
+        return event
+
+
+def intent_event(
+    intent: IntentSnapshot, event_type: str = "payment_intent.succeeded", event_id: str = ""
+) -> WebhookEvent:
+    return WebhookEvent(
+        id=event_id or _next_id("evt"),
+        type=event_type,
+        object_type="payment_intent",
+        object_id=intent.id,
+        intent=intent,
+    )
+
+
+def with_status(intent: IntentSnapshot, status: str, **changes: Any) -> IntentSnapshot:
+    received = changes.pop("amount_received", intent.amount if status == "succeeded" else 0)
+    return replace(intent, status=status, amount_received=received, **changes)
+
+
+# The fakes are the ports: mypy --strict fails here the day one drifts from its Protocol.
+_repository: PaymentsRepository = InMemoryPaymentsRepository()
+_gateway: StripeGateway = FakeStripeGateway()
+_gateways: StripeGateways = FakeStripeGateways()
+_secrets: ClinicSecrets = FakeClinicSecrets()
+_clock: Clock = FakeClock()
+_verifier: WebhookVerifier = FakeWebhookVerifier()
+
+
+# -- test data --------------------------------------------------------------------------------
+
+CLINIC = "clinic_a"
+PATIENT = "pat_1"
+T0 = "2026-03-02T09:00:00.000Z"
+
+
+def make_invoice(
+    total: int,
+    *,
+    amount_paid: int = 0,
+    status: InvoiceStatus | None = None,
+    currency: str = "usd",
+    created_at: str = T0,
+    invoice_id: str = "",
+    clinic_id: str = CLINIC,
+    patient_id: str = PATIENT,
+) -> Invoice:
+    """An invoice of one untaxed line; its status follows amount_paid unless given."""
+    if status is None:
+        if amount_paid <= 0:
+            status = InvoiceStatus.OPEN
+        elif amount_paid >= total:
+            status = InvoiceStatus.PAID
+        else:
+            status = InvoiceStatus.PARTIALLY_PAID
+    return Invoice(
+        id=invoice_id or _next_id("inv"),
+        number="000001",
+        clinic_id=clinic_id,
+        patient_id=patient_id,
+        status=status,
+        currency=currency,
+        lines=[],
+        subtotal=total,
+        tax=0,
+        total=total,
+        amount_paid=amount_paid,
+        due_date=None,
+        memo=None,
+        created_at=created_at,
+        created_by=Actor("staff-1", Role.STAFF),
+    )
