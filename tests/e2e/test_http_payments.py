@@ -388,6 +388,12 @@ def test_idempotency_key_replays_the_first_response_and_charges_once(
     assert_envelope(reply, 400, "idempotency_key_required")
     assert intent_creations(clinic) - before == 1
 
+    # Keys are scoped to the caller: the same key from the front desk is another request.
+    staff = clinic.pay(patient, body, key=key, token=clinic.staff_token())
+    assert staff.status == 201, staff
+    assert staff.body["id"] != first.body["id"], (first, staff)
+    assert intent_creations(clinic) - before == 2
+
 
 def test_tenancy_is_checked_before_the_body_is_validated(http_clinic: HttpClinic) -> None:
     """Another clinic's token or a patient gets 403 whatever the body: the API says nothing

@@ -6,9 +6,6 @@ from dataclasses import replace
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from clinic_payments.domain.errors import ConflictError, ValidationError
 from clinic_payments.domain.invoices import (
     MAX_LINES,
@@ -27,6 +24,8 @@ from clinic_payments.domain.model import (
     TaxRate,
 )
 from clinic_payments.domain.money import MAX_AMOUNT, line_tax
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.unit
 
@@ -72,9 +71,7 @@ def test_tax_rounds_half_up_at_exactly_one_half() -> None:
 
 
 def test_lines_with_and_without_tax_mix() -> None:
-    invoice = build(
-        NewLine("Taxed", 3, 3333, tax_rate_id="tax_hst"), NewLine("Exempt", 1, 5000)
-    )
+    invoice = build(NewLine("Taxed", 3, 3333, tax_rate_id="tax_hst"), NewLine("Exempt", 1, 5000))
     # 13% of 9999 = 1299.87 -> 1300
     assert [line.tax_amount for line in invoice.lines] == [1300, 0]
     assert (invoice.subtotal, invoice.tax, invoice.total) == (14999, 1300, 16299)

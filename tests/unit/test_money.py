@@ -7,9 +7,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from clinic_payments.domain.model import default_fee_schedule
 from clinic_payments.domain.money import (
     MAX_AMOUNT,
@@ -19,6 +16,8 @@ from clinic_payments.domain.money import (
     line_tax,
     minor_unit_exponent,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytestmark = pytest.mark.unit
 
@@ -131,7 +130,9 @@ def test_line_tax_is_the_exact_tax_rounded_half_up(amount: int, percent: Decimal
         pytest.param(2500, "2.9", 30, 2606, id="card-25.00"),  # 2530 / 0.971 = 2605.56
         pytest.param(9710, "2.9", 0, 10000, id="exact-division-no-rounding"),
         pytest.param(10000, "0", 30, 10030, id="fixed-only"),
-        pytest.param(MAX_AMOUNT, "2.9", 30, 102986642, id="the-limit"),  # 100000029 / 0.971 = 102986641.6
+        pytest.param(
+            MAX_AMOUNT, "2.9", 30, 102986642, id="the-limit"
+        ),  # 100000029 / 0.971 = 102986641.6
     ],
 )
 def test_gross_up_is_designs_ceiling_formula(

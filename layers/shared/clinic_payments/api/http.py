@@ -67,7 +67,8 @@ def _edge_checks(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -
 
 def build_resolver(*routers: APIGatewayHttpRouter) -> APIGatewayHttpResolver:
     # debug=False always: Powertools' debug mode writes tracebacks into 500 responses.
-    app = APIGatewayHttpResolver(enable_validation=True, debug=False)
+    # Validation runs per route after the access check (see auth.guarded), not globally.
+    app = APIGatewayHttpResolver(enable_validation=False, debug=False)
     app.use([_edge_checks])
     for router in routers:
         app.include_router(router)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from clinic_payments.api.auth import ADMIN, PATIENT_OR_STAFF, access, current_caller
+from clinic_payments.api.auth import ADMIN, PATIENT_OR_STAFF, current_caller, guarded
 from clinic_payments.api.models import (
     CardOnFileTermsOut,
     SettingsOut,
@@ -44,7 +44,7 @@ def admin_router() -> APIGatewayHttpRouter:
 
     @router.get(
         f"{CLINIC}/settings",
-        middlewares=[access(*ADMIN)],
+        middlewares=[*guarded(*ADMIN)],
         tags=["Clinic administration"],
         responses=responses(200, SettingsOut, 401, 403),
     )
@@ -53,7 +53,7 @@ def admin_router() -> APIGatewayHttpRouter:
 
     @router.put(
         f"{CLINIC}/settings",
-        middlewares=[access(*ADMIN)],
+        middlewares=[*guarded(*ADMIN)],
         tags=["Clinic administration"],
         responses=responses(200, SettingsOut, 401, 403, 415, 422),
     )
@@ -82,7 +82,7 @@ def admin_router() -> APIGatewayHttpRouter:
 
     @router.get(
         f"{CLINIC}/stripe-accounts",
-        middlewares=[access(*ADMIN)],
+        middlewares=[*guarded(*ADMIN)],
         tags=["Clinic administration"],
         responses=responses(200, StripeAccountListOut, 401, 403),
     )
@@ -92,7 +92,7 @@ def admin_router() -> APIGatewayHttpRouter:
 
     @router.put(
         f"{CLINIC}/stripe-accounts/<account_id>",
-        middlewares=[access(*ADMIN)],
+        middlewares=[*guarded(*ADMIN)],
         tags=["Clinic administration"],
         summary="Add or update a Stripe account; keys go to Secrets Manager only",
         responses=responses(200, StripeAccountOut, 401, 403, 415, 422),
@@ -119,7 +119,7 @@ def admin_router() -> APIGatewayHttpRouter:
 
     @router.get(
         f"{CLINIC}/card-on-file-terms",
-        middlewares=[access(*PATIENT_OR_STAFF)],
+        middlewares=[*guarded(*PATIENT_OR_STAFF)],
         tags=["Saved cards"],
         responses=responses(200, CardOnFileTermsOut, 401, 403),
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from clinic_payments.api.auth import PATIENT_OR_STAFF, STAFF, access, current_caller
+from clinic_payments.api.auth import PATIENT_OR_STAFF, STAFF, current_caller, guarded
 from clinic_payments.api.models import (
     CreateInvoiceRequest,
     InvoiceListOut,
@@ -25,7 +25,7 @@ def invoice_writer() -> APIGatewayHttpRouter:
 
     @router.post(
         f"{PATIENT}/invoices",
-        middlewares=[access(*STAFF)],
+        middlewares=[*guarded(*STAFF)],
         tags=["Invoices"],
         summary="Create an invoice (staff)",
         responses=responses(201, InvoiceOut, 401, 403, 404, 415, 422),
@@ -53,7 +53,7 @@ def invoice_writer() -> APIGatewayHttpRouter:
 
     @router.post(
         f"{PATIENT}/invoices/<invoice_id>/void",
-        middlewares=[access(*STAFF)],
+        middlewares=[*guarded(*STAFF)],
         tags=["Invoices"],
         summary="Void an invoice with nothing paid on it (staff)",
         responses=responses(200, InvoiceOut, 401, 403, 404, 409),
@@ -69,7 +69,7 @@ def invoice_reader() -> APIGatewayHttpRouter:
 
     @router.get(
         f"{PATIENT}/invoices",
-        middlewares=[access(*PATIENT_OR_STAFF)],
+        middlewares=[*guarded(*PATIENT_OR_STAFF)],
         tags=["Invoices"],
         summary="A patient's invoices, newest first, with what is outstanding",
         responses=responses(200, InvoiceListOut, 401, 403, 404, 422),
@@ -97,7 +97,7 @@ def invoice_reader() -> APIGatewayHttpRouter:
 
     @router.get(
         f"{PATIENT}/invoices/<invoice_id>",
-        middlewares=[access(*PATIENT_OR_STAFF)],
+        middlewares=[*guarded(*PATIENT_OR_STAFF)],
         tags=["Invoices"],
         summary="One invoice",
         responses=responses(200, InvoiceOut, 401, 403, 404),

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from clinic_payments.api.auth import PATIENT_OR_STAFF, access, current_caller
+from clinic_payments.api.auth import PATIENT_OR_STAFF, current_caller, guarded
 from clinic_payments.api.idempotency import idempotent, resource_id
 from clinic_payments.api.models import CreatePaymentRequest, PaymentOut
 from clinic_payments.api.observability import logger, metrics
@@ -31,7 +31,7 @@ def payment_writer() -> APIGatewayHttpRouter:
 
     @router.post(
         f"{PATIENT}/payments",
-        middlewares=[access(*PATIENT_OR_STAFF), idempotent("pay")],
+        middlewares=[*guarded(*PATIENT_OR_STAFF), idempotent("pay")],
         tags=["Payments"],
         summary="Pay one or several invoices (Idempotency-Key required)",
         responses=responses(201, PaymentOut, 400, 401, 402, 403, 404, 409, 415, 422, 503),
@@ -81,7 +81,7 @@ def payment_reader() -> APIGatewayHttpRouter:
 
     @router.get(
         f"{PATIENT}/payments/<payment_id>",
-        middlewares=[access(*PATIENT_OR_STAFF)],
+        middlewares=[*guarded(*PATIENT_OR_STAFF)],
         tags=["Payments"],
         summary="One payment",
         responses=responses(200, PaymentOut, 401, 403, 404),

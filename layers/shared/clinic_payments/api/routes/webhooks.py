@@ -21,8 +21,6 @@ def webhook_router() -> APIGatewayHttpRouter:
         middlewares=[public],
         tags=["Webhooks"],
         summary="Stripe events for one clinic account (signed)",
-        # The body is Stripe's, verified on its raw bytes: no model validation of it here.
-        enable_validation=False,
     )
     def stripe_webhook(clinic_id: str, account_id: str) -> Any:
         event = router.current_event
