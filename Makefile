@@ -57,7 +57,7 @@ test-e2e: setup
 lint: setup ## ruff (lint + format check) and the import contracts
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/lint-imports
+	PYTHONPATH=layers/shared $(VENV)/bin/lint-imports --no-cache
 
 typecheck: setup ## mypy strict on clinic_payments (Stripe calls checked against stripe.params)
 	$(VENV)/bin/mypy

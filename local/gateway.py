@@ -28,8 +28,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from local.template import Route
+from local.template import ROOT, Route
 from local.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER
+
+# Lambda puts the layer's python/ folder (/opt/python) and the function's folder on sys.path;
+# here the layer's source folder and the repository root (functions.<name>.app) stand in.
+for _path in (str(ROOT / "layers" / "shared"), str(ROOT)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 LAMBDA_TIMEOUT_SECONDS = 29.0

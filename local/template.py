@@ -22,7 +22,11 @@ class _CfnLoader(yaml.SafeLoader):
 
 
 def _cfn_tag(loader: yaml.SafeLoader, tag_suffix: str, node: yaml.Node) -> Any:
-    name = "Fn::GetAtt" if tag_suffix == "GetAtt" else ("Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}")
+    name = (
+        "Fn::GetAtt"
+        if tag_suffix == "GetAtt"
+        else ("Ref" if tag_suffix == "Ref" else f"Fn::{tag_suffix}")
+    )
     if isinstance(node, yaml.ScalarNode):
         value: Any = loader.construct_scalar(node)
         if tag_suffix == "GetAtt":

@@ -15,9 +15,6 @@ from typing import Any, Protocol
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from aws_lambda_powertools.event_handler.middlewares.openapi_validation import (
-    OpenAPIRequestValidationMiddleware,
-)
 
 from clinic_payments.domain.errors import (
     ForbiddenError,
@@ -114,15 +111,11 @@ def public(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Resp
     return next_middleware(app)
 
 
-# Powertools validates requests before any route middleware when validation is enabled on the
-# resolver; a caller of another clinic would then learn our validation errors before being
-# refused. Validation is therefore off on the resolver and runs here, after the access check.
-validate_request = OpenAPIRequestValidationMiddleware()
-
-
 def guarded(*roles: Role) -> list[Middleware]:
-    """The middlewares every authenticated route starts with: access, then validation."""
-    return [access(*roles), validate_request]
+    """Every authenticated route starts with: access, then the JSON edge, then validation."""
+    from clinic_payments.api.edge import json_body_only, validate_request
+
+    return [access(*roles), json_body_only, validate_request]
 
 
 class HasContext(Protocol):

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
-from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
@@ -13,7 +12,6 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from clinic_payments.api.errors import (
-    PayloadTooLargeError,
     UnsupportedMediaTypeError,
     envelope,
     internal_error,
@@ -22,9 +20,6 @@ from clinic_payments.api.errors import (
 )
 from clinic_payments.api.observability import logger
 from clinic_payments.domain.errors import DomainError, PaymentError
-
-MAX_BODY_BYTES = 64 * 1024
-_BODY_METHODS = ("POST", "PUT", "PATCH")
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -57,19 +52,10 @@ def error_response(app: APIGatewayHttpResolver, exc: DomainError) -> Response[An
     return json_response(status_for(exc), body)
 
 
-def _edge_checks(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
-    event = app.current_event
-    limit = MAX_BODY_BYTES * (4 / 3 if event.is_base64_encoded else 1)
-    if event.request_context.http.method in _BODY_METHODS and len(event.body or "") > limit:
-        raise PayloadTooLargeError(f"The body may not exceed {MAX_BODY_BYTES} bytes.")
-    return next_middleware(app)
-
-
 def build_resolver(*routers: APIGatewayHttpRouter) -> APIGatewayHttpResolver:
     # debug=False always: Powertools' debug mode writes tracebacks into 500 responses.
     # Validation runs per route after the access check (see auth.guarded), not globally.
     app = APIGatewayHttpResolver(enable_validation=False, debug=False)
-    app.use([_edge_checks])
     for router in routers:
         app.include_router(router)
 

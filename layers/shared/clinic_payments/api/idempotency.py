@@ -39,7 +39,10 @@ def _valid_key(key: str) -> bool:
 
 def _request_hash(app: APIGatewayHttpResolver) -> str:
     event = app.current_event
-    body = event.decoded_body or ""
+    try:
+        body = event.decoded_body or ""
+    except UnicodeDecodeError:  # refused earlier by edge.json_body_only; hash the bytes anyway
+        body = event.body or ""
     try:
         canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
     except ValueError:

@@ -1,0 +1,151 @@
+"""The Stripe webhook: signatures on the raw body, stale and forged deliveries, unknown objects,
+out-of-order events and failures that must make Stripe retry."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.integration.test_payments import portal_pays, start_card_payment
+
+pytestmark = pytest.mark.integration
+
+HOOK = "/v1/webhooks/stripe/{clinic_id}/{account_id}"
+
+
+def paid_intent(clinic):
+    invoice = clinic.create_invoice("pat_a", 4200)
+    payment = start_card_payment(clinic, "pat_a", invoice["id"])
+    code, intent = portal_pays(clinic, payment)
+    assert code == 200
+    return invoice, payment, clinic.intent(intent["id"])
+
+
+def test_a_forged_signature_is_400_and_changes_nothing(clinic):
+    invoice, _, intent = paid_intent(clinic)
+    status, body = clinic.signed_webhook(clinic.intent_event(intent), secret="whsec_forged")
+    assert (status, body["error"]["code"]) == (400, "invalid_signature")
+    assert clinic.invoice("pat_a", invoice["id"])["status"] == "open"
+
+
+def test_a_stale_timestamp_is_400(clinic):
+    invoice, _, intent = paid_intent(clinic)
+    status, _ = clinic.signed_webhook(clinic.intent_event(intent), timestamp=int(time.time()) - 600)
+    assert status == 400
+    assert clinic.invoice("pat_a", invoice["id"])["status"] == "open"
+
+
+def test_a_body_altered_after_signing_is_400(clinic):
+    _, _, intent = paid_intent(clinic)
+    event = clinic.intent_event(intent)
+    payload = json.dumps(event)
+    from stripe import WebhookSignature
+
+    ts = int(time.time())
+    signature = WebhookSignature._compute_signature(f"{ts}.{payload}", clinic.webhook_secret)
+    tampered = payload.replace('"amount": 4200', '"amount": 1')
+    status, _ = clinic.call(
+        "POST",
+        HOOK,
+        {"account_id": "main"},
+        raw_body=tampered,
+        headers={"Stripe-Signature": f"t={ts},v1={signature}"},
+        authenticated=False,
+    )
+    assert status == 400
+
+
+@pytest.mark.parametrize("headers", [{}, {"Stripe-Signature": "garbage"}])
+def test_a_missing_or_garbled_signature_is_400(clinic, headers):
+    status, body = clinic.call(
+        "POST", HOOK, {"account_id": "main"}, raw_body="{}", headers=headers, authenticated=False
+    )
+    assert (status, body["error"]["code"]) == (400, "invalid_signature")
+
+
+@pytest.mark.parametrize("params", [{"clinic_id": "no_such_clinic"}, {"account_id": "no_such"}])
+def test_an_unknown_clinic_or_account_is_400(clinic, params):
+    status, _ = clinic.call(
+        "POST",
+        HOOK,
+        {"account_id": "main", **params},
+        raw_body="{}",
+        headers={"Stripe-Signature": "t=1,v1=00"},
+        authenticated=False,
+    )
+    assert status == 400
+
+
+def test_an_event_about_an_unknown_intent_is_200(clinic):
+    _, _, intent = paid_intent(clinic)
+    stranger = {**intent, "id": "pi_unknown", "metadata": {}}
+    assert clinic.signed_webhook(clinic.intent_event(stranger)) == (200, {"received": True})
+
+
+def test_an_event_whose_metadata_names_another_clinic_is_ignored(clinic):
+    _, payment, intent = paid_intent(clinic)
+    other = {
+        **intent,
+        "id": "pi_other",
+        "metadata": {**intent["metadata"], "clinic_id": "elsewhere"},
+    }
+    assert clinic.signed_webhook(clinic.intent_event(other))[0] == 200
+    assert clinic.payment("pat_a", payment["id"])["status"] == "requires_payment_method"
+
+
+def test_an_unhandled_event_type_is_200(clinic):
+    event = {
+        "id": "evt_x1",
+        "object": "event",
+        "type": "customer.created",
+        "data": {"object": {"id": "cus_1", "object": "customer"}},
+    }
+    assert clinic.signed_webhook(event) == (200, {"received": True})
+
+
+def test_out_of_order_events_never_move_a_payment_backwards(clinic):
+    invoice, payment, intent = paid_intent(clinic)
+    assert clinic.signed_webhook(clinic.intent_event(intent))[0] == 200
+    for late in ("processing", "requires_action", "requires_payment_method"):
+        event = clinic.intent_event({**intent, "status": late}, f"payment_intent.{late}")
+        assert clinic.signed_webhook(event)[0] == 200
+    failed = clinic.intent_event(intent, "payment_intent.payment_failed")
+    assert clinic.signed_webhook(failed)[0] == 200
+    assert clinic.payment("pat_a", payment["id"])["status"] == "succeeded"
+    assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
+    clinic.check_invariant("pat_a")
+
+
+def test_processing_then_succeeded_settles(clinic):
+    invoice, payment, intent = paid_intent(clinic)
+    processing = clinic.intent_event(
+        {**intent, "status": "processing"}, "payment_intent.processing"
+    )
+    assert clinic.signed_webhook(processing)[0] == 200
+    assert clinic.payment("pat_a", payment["id"])["status"] == "processing"
+    assert clinic.signed_webhook(clinic.intent_event(intent))[0] == 200
+    assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
+
+
+def test_a_failure_while_processing_answers_5xx_and_the_retry_settles(clinic, monkeypatch):
+    from clinic_payments.wiring import container
+
+    invoice, _, intent = paid_intent(clinic)
+    event = clinic.intent_event(intent)
+    repository = container().repository
+    real_settle = repository.settle
+
+    def broken(_write):
+        raise RuntimeError("DynamoDB is having a moment")
+
+    monkeypatch.setattr(repository, "settle", broken)
+    status, body = clinic.signed_webhook(event)
+    assert (status, body["error"]["code"]) == (500, "internal_error")
+    assert "DynamoDB" not in json.dumps(body)
+    monkeypatch.setattr(repository, "settle", real_settle)
+    # Not marked processed: Stripe's retry of the same event settles it.
+    assert clinic.signed_webhook(event) == (200, {"received": True})
+    assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
+    clinic.check_invariant("pat_a")
