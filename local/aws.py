@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -73,6 +74,8 @@ class MotoHandle:
 
 def start_moto(port: int | None = None) -> MotoHandle:
     port = port or free_port()
+    # moto's werkzeug logs every request line; the local stack has its own access log.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = _LoopbackMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     return MotoHandle(server=server, url=f"http://127.0.0.1:{port}")

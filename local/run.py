@@ -13,6 +13,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Mapping
 from contextlib import ExitStack, closing
 from types import FrameType
@@ -21,6 +22,9 @@ from local.aws import aws_env, create_payments_table, free_port, start_moto
 from local.gateway import LocalGateway
 from local.seed import DEMO_ACCOUNT, DEMO_CLINIC, DEMO_PATIENTS, SeedError, seed_demo
 from local.tokens import issue_token, public_key
+
+# A request that records no business metric still flushes; Powertools warns each time.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 HOST = "127.0.0.1"
 PORT_DEFAULTS = {"API_PORT": 3000, "STRIPE_PORT": 8420, "MOTO_PORT": 5000}
