@@ -38,7 +38,7 @@ def assert_money_invariant(moto_url: str, table: str, clinic_id: str, patient_id
     invoices = {i["id"]: i for i in items if i.get("type") == "invoice"}
     payments = [i for i in items if i.get("type") == "payment"]
     ledger = [i for i in items if i.get("type") == "ledger"]
-    credit = next((i for i in items if i["sk"] == "CREDIT"), None)
+    credits = {i["currency"]: i for i in items if str(i["sk"]).startswith("CREDIT#")}
 
     applied_by_invoice: Counter[str] = Counter()
     for p in payments:
@@ -65,6 +65,9 @@ def assert_money_invariant(moto_url: str, table: str, clinic_id: str, patient_id
         if expected:
             assert inv["status"] == "paid", inv_id
 
-    balance = int(credit["balance"]) if credit else 0
-    assert balance == sum(int(e["amount"]) for e in ledger), "credit != sum of ledger"
-    assert balance >= 0
+    for currency in {e["currency"] for e in ledger} | set(credits):
+        credit = credits.get(currency)
+        balance = int(credit["balance"]) if credit else 0
+        entries = [int(e["amount"]) for e in ledger if e["currency"] == currency]
+        assert balance == sum(entries), f"{currency} credit != sum of its ledger entries"
+        assert balance >= 0

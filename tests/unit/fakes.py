@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from clinic_payments.domain.errors import (
@@ -33,8 +34,12 @@ from clinic_payments.domain.errors import (
     ValidationError,
     WebhookSignatureError,
 )
+from clinic_payments.domain.invoices import NewInvoice, NewLine
+from clinic_payments.domain.invoicing import InvoiceService
 from clinic_payments.domain.model import (
+    AccountStatus,
     Actor,
+    Caller,
     CardSummary,
     ClinicSettings,
     Credit,
@@ -43,15 +48,18 @@ from clinic_payments.domain.model import (
     Invoice,
     InvoiceStatus,
     LedgerEntry,
+    Location,
     Page,
     Payment,
     PaymentStatus,
     Role,
     StripeAccount,
     StripeKeys,
+    TaxRate,
     WebhookEvent,
 )
-from clinic_payments.domain.payments import statuses_before
+from clinic_payments.domain.paying import PaymentService
+from clinic_payments.domain.payments import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import (
     ClinicSecrets,
     Clock,
@@ -64,10 +72,10 @@ from clinic_payments.domain.ports import (
     WebhookVerifier,
 )
 from clinic_payments.domain.timeutil import to_iso
+from clinic_payments.domain.webhooks import WebhookOutcome, WebhookService
 
 IDEMPOTENCY_RETENTION_SECONDS = 60 * 60 * 24
 _OPEN = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID)
-_LEAVES_PENDING = (PaymentStatus.FAILED, PaymentStatus.SUCCEEDED, PaymentStatus.CANCELED)
 
 PatientKey = tuple[str, str]
 
@@ -124,12 +132,13 @@ class InMemoryPaymentsRepository:
         self.payments: dict[PatientKey, dict[str, Payment]] = {}
         self.pending: set[tuple[str, str, str]] = set()
         self.links: dict[str, StripeObjectLink] = {}
-        self.credits: dict[PatientKey, Credit] = {}
+        self.credits: dict[tuple[str, str, str], Credit] = {}
         self.ledger: dict[PatientKey, list[LedgerEntry]] = {}
         self.customers: dict[tuple[str, str, str], str] = {}
         self.events: dict[tuple[str, str], str] = {}
         self.idempotency: dict[str, _IdempotencyItem] = {}
         self.settle_calls = 0
+        self.stale_writes = 0
         self.before_settle: Callable[[SettlementWrite], None] | None = None
         self._failures: dict[str, list[BaseException]] = {}
 
@@ -247,7 +256,7 @@ class InMemoryPaymentsRepository:
 
     def _track(self, payment: Payment) -> None:
         key = (payment.clinic_id, payment.patient_id, payment.id)
-        if payment.status in _LEAVES_PENDING:
+        if not awaits_outcome(payment):
             self.pending.discard(key)
         else:
             self.pending.add(key)
@@ -321,9 +330,11 @@ class InMemoryPaymentsRepository:
                 or invoice.amount_paid != credit.seen_amount_paid
                 or invoice.status is InvoiceStatus.VOID
             ):
+                self.stale_writes += 1
                 raise StaleWriteError("An invoice changed during settlement.")
         entries = self.ledger.setdefault((p.clinic_id, p.patient_id), [])
         if write.credit_entry is not None and any(e.id == write.credit_entry.id for e in entries):
+            self.stale_writes += 1
             raise StaleWriteError("The ledger entry exists already.")
         # All conditions hold: apply every item.
         stored.status = p.status
@@ -345,12 +356,10 @@ class InMemoryPaymentsRepository:
                 invoice.paid_at = credit.ref.at
         if write.credit_entry is not None:
             entry = write.credit_entry
-            key = (p.clinic_id, p.patient_id)
-            current = self.credits.get(key, Credit(0, None, 0))
+            key = (p.clinic_id, p.patient_id, entry.currency)
+            current = self.credits.get(key, Credit(0, entry.currency, 0))
             self.credits[key] = Credit(
-                current.balance + entry.amount,
-                current.currency or entry.currency,
-                current.version + 1,
+                current.balance + entry.amount, entry.currency, current.version + 1
             )
             entries.append(entry)
         return True
@@ -378,10 +387,10 @@ class InMemoryPaymentsRepository:
 
     # -- credit ---------------------------------------------------------------------------
 
-    def get_credit(self, clinic_id: str, patient_id: str) -> Credit:
+    def get_credit(self, clinic_id: str, patient_id: str, currency: str) -> Credit:
         self._maybe_fail("get_credit")
         return self.credits.get(
-            (clinic_id, patient_id), Credit(balance=0, currency=None, version=0)
+            (clinic_id, patient_id, currency), Credit(balance=0, currency=currency, version=0)
         )
 
     # -- stripe customers -----------------------------------------------------------------
@@ -867,3 +876,130 @@ def make_invoice(
         created_at=created_at,
         created_by=Actor("staff-1", Role.STAFF),
     )
+
+
+ACCOUNT = "acct_main"
+OTHER_PATIENT = "pat_2"
+STAFF = Caller(sub="staff-1", role=Role.STAFF, clinic_id=CLINIC)
+OTHER_STAFF = Caller(sub="staff-2", role=Role.STAFF, clinic_id=CLINIC)
+
+
+def patient_caller(*patient_ids: str, sub: str = "patient-1") -> Caller:
+    return Caller(
+        sub=sub,
+        role=Role.PATIENT,
+        clinic_id=CLINIC,
+        patient_ids=frozenset(patient_ids or [PATIENT]),
+    )
+
+
+def stripe_account(account_id: str = ACCOUNT, clinic_id: str = CLINIC) -> StripeAccount:
+    return StripeAccount(
+        clinic_id=clinic_id,
+        account_id=account_id,
+        name="Main",
+        status=AccountStatus.ACTIVE,
+        admin_default=True,
+        portal_default=True,
+        primary=True,
+        secret_key_last4="1234",
+        publishable_key_last4="5678",
+        webhook_secret_last4="9abc",
+        publishable_key=f"pk_test_{clinic_id}",
+        updated_at=T0,
+        updated_by=Actor("admin-1", Role.ADMIN),
+    )
+
+
+@dataclass
+class World:
+    """One clinic (one Stripe account) on the fakes, with the services wired as in production."""
+
+    clock: FakeClock
+    repo: InMemoryPaymentsRepository
+    stripe: FakeStripeGateways
+    secrets: FakeClinicSecrets
+    verifier: FakeWebhookVerifier
+    payments: PaymentService
+    invoices: InvoiceService
+    webhooks: WebhookService
+
+    @property
+    def gateway(self) -> FakeStripeGateway:
+        return self.stripe.gateway(CLINIC, ACCOUNT)
+
+    def add_clinic(self, clinic_id: str, **settings: Any) -> None:
+        self.repo.put_settings(ClinicSettings(clinic_id=clinic_id, **settings))
+        self.repo.put_account(stripe_account(clinic_id=clinic_id))
+        self.secrets.put_keys(
+            clinic_id,
+            ACCOUNT,
+            StripeKeys(f"sk_test_{clinic_id}", f"pk_test_{clinic_id}", f"whsec_{clinic_id}"),
+        )
+
+    def invoice(
+        self, *amounts: int, patient_id: str = PATIENT, currency: str | None = None
+    ) -> Invoice:
+        """A new invoice of one line per amount, created by staff (the clock moves on after)."""
+        created = self.invoices.create(
+            STAFF,
+            CLINIC,
+            patient_id,
+            NewInvoice([NewLine(f"Session {i}", 1, a) for i, a in enumerate(amounts)], currency),
+        )
+        self.clock.advance(timedelta(seconds=1))
+        return created
+
+    def stored_invoice(self, invoice_id: str, patient_id: str = PATIENT) -> Invoice:
+        found = self.repo.get_invoice(CLINIC, patient_id, invoice_id)
+        assert found is not None
+        return found
+
+    def stored_payment(self, payment_id: str, patient_id: str = PATIENT) -> Payment:
+        found = self.repo.get_payment(CLINIC, patient_id, payment_id)
+        assert found is not None
+        return found
+
+    def customer_for(self, patient_id: str = PATIENT) -> str:
+        """The patient's Stripe customer, created as the service would create it."""
+        key = f"customer:{CLINIC}:{patient_id}:{ACCOUNT}"
+        created = self.gateway.create_customer(CLINIC, patient_id, idempotency_key=key)
+        return self.repo.put_customer_id(CLINIC, patient_id, ACCOUNT, created)
+
+    def saved_card(self, patient_id: str = PATIENT) -> str:
+        return self.gateway.add_card(self.customer_for(patient_id))
+
+    def deliver(
+        self, event: WebhookEvent, clinic_id: str = CLINIC, account_id: str = ACCOUNT
+    ) -> WebhookOutcome:
+        """Stripe posts a signed event to /v1/webhooks/stripe/{clinic_id}/{account_id}."""
+        keys = self.secrets.get_keys(clinic_id, account_id)
+        payload, signature = self.verifier.sign(event, keys.webhook_secret if keys else "whsec_x")
+        return self.webhooks.handle(clinic_id, account_id, payload, signature)
+
+
+def make_world(**settings: Any) -> World:
+    clock = FakeClock()
+    repo = InMemoryPaymentsRepository(clock.epoch_seconds)
+    gateways = FakeStripeGateways()
+    secrets = FakeClinicSecrets()
+    verifier = FakeWebhookVerifier()
+    payments = PaymentService(repo, gateways, clock)
+    world = World(
+        clock=clock,
+        repo=repo,
+        stripe=gateways,
+        secrets=secrets,
+        verifier=verifier,
+        payments=payments,
+        invoices=InvoiceService(repo, clock),
+        webhooks=WebhookService(repo, payments, secrets, verifier),
+    )
+    defaults: dict[str, Any] = {
+        "clinic_name": "Test Clinic",
+        "currency": "usd",
+        "tax_rates": [TaxRate("tax_hst", "HST", Decimal(13))],
+        "locations": [Location("loc_main", "Main Street")],
+    }
+    world.add_clinic(CLINIC, **(defaults | settings))
+    return world

@@ -245,7 +245,8 @@ def valid_requests(
     invoices = draw(invoice_sets())
     payable = [i for i in invoices if i.is_payable]
     requested: list[RequestedAllocation] | None = None
-    if payable and draw(st.booleans()):
+    allocate: bool = draw(st.booleans())
+    if payable and allocate:
         currency = payable[0].currency
         same = [i for i in payable if i.currency == currency]
         chosen = draw(st.lists(st.sampled_from(same), min_size=1, unique_by=lambda i: i.id))

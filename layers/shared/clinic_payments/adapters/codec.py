@@ -30,6 +30,7 @@ from clinic_payments.domain.model import (
     StripeAccount,
     TaxRate,
 )
+from clinic_payments.domain.payments import awaits_outcome
 
 Item = dict[str, Any]
 
@@ -229,7 +230,7 @@ def payment_to_item(p: Payment) -> Item:
         "succeeded_at": p.succeeded_at,
         "amount_received": p.amount_received,
     }
-    if not p.is_final and p.status is not PaymentStatus.FAILED:
+    if awaits_outcome(p):
         item["gsi1pk"] = PENDING_PK
         item["gsi1sk"] = pending_sort_key(p)
     return item

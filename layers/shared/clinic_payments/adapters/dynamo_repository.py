@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -28,7 +29,7 @@ from clinic_payments.domain.model import (
     PaymentStatus,
     StripeAccount,
 )
-from clinic_payments.domain.payments import statuses_before
+from clinic_payments.domain.payments import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import IdempotencyRecord, SettlementWrite, StripeObjectLink
 
 if TYPE_CHECKING:
@@ -309,10 +310,7 @@ class DynamoPaymentsRepository:
         names = ", ".join(f":from{i}" for i in range(len(allowed)))
         values.update({f":from{i}": s.value for i, s in enumerate(allowed)})
         expression = "SET " + ", ".join(sets)
-        if status is PaymentStatus.FAILED or status in (
-            PaymentStatus.SUCCEEDED,
-            PaymentStatus.CANCELED,
-        ):
+        if not awaits_outcome(replace(payment, status=status)):
             expression += " REMOVE gsi1pk, gsi1sk"
         else:
             expression += ", gsi1pk = :gpk, gsi1sk = :gsk"
@@ -410,10 +408,10 @@ class DynamoPaymentsRepository:
                 {
                     "Update": {
                         "TableName": self._table,
-                        "Key": _dump({"pk": pk, "sk": "CREDIT"}),
+                        # One balance per currency: an overpayment in CAD never adds to USD.
+                        "Key": _dump({"pk": pk, "sk": f"CREDIT#{entry.currency}"}),
                         "UpdateExpression": (
-                            "ADD balance :amount, version :one "
-                            "SET currency = if_not_exists(currency, :currency)"
+                            "ADD balance :amount, version :one SET currency = :currency"
                         ),
                         "ExpressionAttributeValues": _values(
                             {":amount": entry.amount, ":one": 1, ":currency": entry.currency}
@@ -457,24 +455,28 @@ class DynamoPaymentsRepository:
 
     def pending_payments(self, older_than: str, limit: int) -> list[StripeObjectLink]:
         # The GSI is eventually consistent: it only says where to look. settle() decides.
-        page = self._ddb.query(
-            TableName=self._table,
-            IndexName="GSI1",
-            KeyConditionExpression="gsi1pk = :pk AND gsi1sk < :cutoff",
-            ExpressionAttributeValues=_values({":pk": codec.PENDING_PK, ":cutoff": older_than}),
-            Limit=limit,
-        )
-        links = []
-        for raw in page.get("Items", []):
-            item = _load(raw)
-            links.append(
-                StripeObjectLink(
-                    str(item["clinic_id"]),
-                    str(item["patient_id"]),
-                    str(item["id"]),
-                    str(item.get("stripe_account_id") or ""),
+        links: list[StripeObjectLink] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk < :cutoff",
+            "ExpressionAttributeValues": _values({":pk": codec.PENDING_PK, ":cutoff": older_than}),
+        }
+        while len(links) < limit:
+            page = self._ddb.query(**kwargs, Limit=limit - len(links))
+            for raw in page.get("Items", []):
+                item = _load(raw)
+                links.append(
+                    StripeObjectLink(
+                        str(item["clinic_id"]),
+                        str(item["patient_id"]),
+                        str(item["id"]),
+                        str(item.get("stripe_account_id") or ""),
+                    )
                 )
-            )
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return links
 
     def stop_tracking(self, payment: Payment) -> None:
@@ -491,10 +493,10 @@ class DynamoPaymentsRepository:
 
     # -- credit ----------------------------------------------------------------------------
 
-    def get_credit(self, clinic_id: str, patient_id: str) -> Credit:
-        item = self._get(patient_pk(clinic_id, patient_id), "CREDIT")
+    def get_credit(self, clinic_id: str, patient_id: str, currency: str) -> Credit:
+        item = self._get(patient_pk(clinic_id, patient_id), f"CREDIT#{currency}")
         if item is None:
-            return Credit(balance=0, currency=None, version=0)
+            return Credit(balance=0, currency=currency, version=0)
         return Credit(
             int(item.get("balance", 0)), item.get("currency"), int(item.get("version", 0))
         )

@@ -24,7 +24,7 @@ from clinic_payments.domain.errors import (
 )
 from clinic_payments.domain.model import Caller, Role
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 PATH_IDS = ("clinic_id", "patient_id", "invoice_id", "payment_id", "account_id")
 
 Middleware = Callable[[APIGatewayHttpResolver, NextMiddleware], Response[Any]]
@@ -72,7 +72,7 @@ def check_path_ids(params: dict[str, str]) -> None:
     bad = [
         {"field": name, "issue": "must be 1 to 64 characters of A-Z a-z 0-9 _ -"}
         for name in PATH_IDS
-        if name in params and not ID_PATTERN.match(params[name])
+        if name in params and not ID_PATTERN.fullmatch(params[name])
     ]
     if bad:
         raise ValidationError("Invalid identifier in the path.", bad)

@@ -89,10 +89,8 @@ class PaymentProviderUnavailableError(PaymentError):
     code = "payment_provider_unavailable"
 
 
-class StaleWriteError(DomainError):
+class StaleWriteError(ConflictError):
     """An optimistic write lost a race; the caller re-reads and tries again."""
-
-    code = "conflict"
 
 
 class WebhookSignatureError(DomainError):

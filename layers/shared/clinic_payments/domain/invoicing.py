@@ -59,7 +59,7 @@ class InvoiceService:
         page = self._repo.list_invoices(clinic_id, patient_id, status, limit, cursor)
         settings = self.settings(clinic_id)
         outstanding = [i for i in self._repo.all_invoices(clinic_id, patient_id) if i.is_payable]
-        credit: Credit = self._repo.get_credit(clinic_id, patient_id)
+        credit: Credit = self._repo.get_credit(clinic_id, patient_id, settings.currency)
         summary = InvoiceSummary(
             outstanding_count=len(outstanding),
             outstanding_amount=sum(i.balance_due for i in outstanding),

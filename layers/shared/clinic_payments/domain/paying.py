@@ -61,6 +61,29 @@ from clinic_payments.domain.ports import (
 
 SETTLE_ATTEMPTS: Final = 8
 
+# Stripe's card_error codes: the card (or its holder's bank) said no.
+CARD_DECLINE_CODES: Final = frozenset(
+    {
+        "card_declined",
+        "expired_card",
+        "incorrect_cvc",
+        "incorrect_number",
+        "incorrect_zip",
+        "invalid_cvc",
+        "invalid_expiry_month",
+        "invalid_expiry_year",
+        "invalid_number",
+        "processing_error",
+    }
+)
+
+
+def is_card_decline(failure: Failure | None) -> bool:
+    """One answer whichever way Stripe reported it (an error, or the intent's last error)."""
+    if failure is None:
+        return False
+    return failure.decline_code is not None or failure.code in CARD_DECLINE_CODES
+
 
 @dataclass(frozen=True)
 class ConsentGiven:
@@ -133,6 +156,8 @@ class PaymentService:
         staff_only = {PaymentMethodType.CASH, PaymentMethodType.CHECK}
         if request.method in staff_only and not caller.is_staff:
             raise ForbiddenError("Only clinic staff can record cash and check payments.")
+        if request.purpose is PaymentPurpose.CREDIT_TOPUP and not settings.allow_credit_topups:
+            raise ForbiddenError("This clinic does not take account credit top-ups.")
         if request.off_session and not caller.is_staff:
             raise ForbiddenError("Only clinic staff can charge a saved card off-session.")
         if request.off_session and not request.payment_method_id:
@@ -355,11 +380,7 @@ class PaymentService:
 
     def _raise_for_outcome(self, payment: Payment) -> Payment:
         if payment.status is PaymentStatus.FAILED:
-            cls = (
-                CardDeclinedError
-                if payment.failure and payment.failure.code == "card_declined"
-                else PaymentFailedError
-            )
+            cls = CardDeclinedError if is_card_decline(payment.failure) else PaymentFailedError
             message = payment.failure.message if payment.failure else "The payment failed."
             raise cls(message, payment=payment)
         if payment.status is PaymentStatus.REQUIRES_ACTION and payment.method is (

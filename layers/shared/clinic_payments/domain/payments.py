@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clinic_payments.domain.model import PaymentStatus
+from clinic_payments.domain.model import Payment, PaymentStatus
 
 # Stripe PaymentIntent status -> our payment status.
 _FROM_INTENT = {
@@ -52,3 +52,17 @@ def may_move(current: PaymentStatus, new: PaymentStatus) -> bool:
 def statuses_before(new: PaymentStatus) -> list[PaymentStatus]:
     """Every status from which `new` is a forward move (the write's condition)."""
     return [s for s in PaymentStatus if may_move(s, new)]
+
+
+def awaits_outcome(payment: Payment) -> bool:
+    """Whether the reconciler keeps an eye on this payment (the pending index).
+
+    Every non-final payment, including a failed attempt on an intent: failed is not final, the
+    payer may confirm the same intent again, and if that webhook is lost only the reconciler
+    settles it. A failure Stripe never saw (no intent) has nothing left to wait for.
+    """
+    if payment.is_final:
+        return False
+    if payment.status is PaymentStatus.FAILED:
+        return payment.stripe_payment_intent_id is not None
+    return True

@@ -40,7 +40,7 @@ class Reconciler:
         clock: Clock,
         *,
         min_age: timedelta = timedelta(minutes=5),
-        abandon_after: timedelta = timedelta(hours=1),
+        abandon_after: timedelta = timedelta(hours=24),
     ) -> None:
         self._repo = repository
         self._payments = payments
@@ -49,7 +49,7 @@ class Reconciler:
         self._min_age = min_age
         self._abandon_after = abandon_after
 
-    def run(self, limit: int = 200) -> ReconcileReport:
+    def run(self, limit: int = 1000) -> ReconcileReport:
         report = ReconcileReport()
         now = from_iso(self._clock.now())
         cutoff = to_iso(now - self._min_age)
@@ -78,8 +78,8 @@ class Reconciler:
             self._payments.settle_offline(payment)  # recorded, then the Lambda died
             report.settled += 1
             return
+        age = now - from_iso(payment.created_at)
         if payment.stripe_payment_intent_id is None:
-            age = now - from_iso(payment.created_at)
             if age > self._abandon_after and payment.status is not PaymentStatus.FAILED:
                 # Never reached Stripe as far as we know. Failed is not final: if a webhook
                 # for it ever arrives (metadata names this payment), it still settles.
@@ -100,6 +100,11 @@ class Reconciler:
         )
         if after is not None and after.status is PaymentStatus.SUCCEEDED:
             report.settled += 1
+        elif age > self._abandon_after and after is not None and not after.is_final:
+            # The payer walked away from the intent. Stop looking, so abandoned payments never
+            # crowd out newer ones; a webhook, should it ever come, still settles it.
+            self._repo.stop_tracking(after)
+            report.abandoned += 1
         elif after is not None and after.status is not payment.status:
             report.updated += 1
         else:
