@@ -423,9 +423,11 @@ def test_a_missing_idempotency_key_is_a_400(clinic):
     assert (status, body["error"]["code"]) == (400, "idempotency_key_required")
 
 
-def test_stripe_5xx_leaves_the_payment_processing_and_the_retry_resumes_it(clinic):
+def saved_card_charge_with_stripe_failing(clinic, amount, mode):
+    """A saved-card charge while Stripe fails: `error_before` (nothing done) or `error_after`
+    (the card is charged, then the answer is lost). Returns the request body and invoice."""
     card = saved_card(clinic, "pat_a")
-    invoice = clinic.create_invoice("pat_a", 2200)
+    invoice = clinic.create_invoice("pat_a", amount)
     body = {
         "method": "card",
         "payment_method_id": card,
@@ -435,10 +437,15 @@ def test_stripe_5xx_leaves_the_payment_processing_and_the_retry_resumes_it(clini
         clinic.stack.stripe_url,
         method="POST",
         path_prefix="/v1/payment_intents",
-        mode="error_before",
+        mode=mode,
         status=500,
-        times=3,
+        times=3,  # the SDK retries twice with the same idempotency key
     )
+    return body, invoice
+
+
+def test_stripe_5xx_leaves_the_payment_processing_and_the_retry_resumes_it(clinic):
+    body, invoice = saved_card_charge_with_stripe_failing(clinic, 2200, "error_before")
     status, failed = clinic.pay("pat_a", body, key="flaky-1")
     assert (status, failed["error"]["code"]) == (503, "payment_provider_unavailable")
     payment = failed["error"]["payment"]
@@ -454,22 +461,7 @@ def test_stripe_5xx_leaves_the_payment_processing_and_the_retry_resumes_it(clini
 
 
 def test_a_charge_whose_answer_was_lost_is_not_charged_twice_on_retry(clinic):
-    card = saved_card(clinic, "pat_a")
-    invoice = clinic.create_invoice("pat_a", 2300)
-    body = {
-        "method": "card",
-        "payment_method_id": card,
-        "allocations": [{"invoice_id": invoice["id"]}],
-    }
-    # Stripe charges the card, then the answer is lost (a 500 after the work is done).
-    stripe_control.fault(
-        clinic.stack.stripe_url,
-        method="POST",
-        path_prefix="/v1/payment_intents",
-        mode="error_after",
-        status=500,
-        times=3,
-    )
+    body, invoice = saved_card_charge_with_stripe_failing(clinic, 2300, "error_after")
     before = stripe_control.count(clinic.stack.stripe_url)
     status, _ = clinic.pay("pat_a", body, key="lost-1")
     assert status == 503
@@ -484,21 +476,7 @@ def test_a_charge_whose_answer_was_lost_is_not_charged_twice_on_retry(clinic):
 
 
 def test_a_crash_after_stripe_succeeded_is_settled_by_the_webhook(clinic):
-    card = saved_card(clinic, "pat_a")
-    invoice = clinic.create_invoice("pat_a", 2400)
-    body = {
-        "method": "card",
-        "payment_method_id": card,
-        "allocations": [{"invoice_id": invoice["id"]}],
-    }
-    stripe_control.fault(
-        clinic.stack.stripe_url,
-        method="POST",
-        path_prefix="/v1/payment_intents",
-        mode="error_after",
-        status=500,
-        times=3,
-    )
+    body, invoice = saved_card_charge_with_stripe_failing(clinic, 2400, "error_after")
     status, failed = clinic.pay("pat_a", body, key="crash-1")
     assert status == 503
     payment_id = failed["error"]["payment"]["id"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import socket
 from dataclasses import replace
 from typing import Any
+from unittest import mock
 
 import pytest
 from clinic_payments.domain.allocation import RequestedAllocation
@@ -630,10 +632,31 @@ class PaymentsMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        # Ids carry the time and random bits, and invoices are listed in id order: a replayed
+        # example would see another order and draw differently. Ids count up instead.
+        counter = itertools.count()
+
+        def sequential_id(prefix: str, now_ms: int | None = None) -> str:
+            return f"{prefix}_{next(counter):026d}"
+
+        self._id_patches = [
+            mock.patch(f"{module}.new_id", sequential_id)
+            for module in (
+                "clinic_payments.domain.invoices",
+                "clinic_payments.domain.paying",
+                __name__,
+            )
+        ]
+        for patch in self._id_patches:
+            patch.start()
         self.world = make_world()
         self.awaiting: list[Payment] = []  # card payments waiting for the cardholder
         self.in_doubt: dict[str, tuple[str, PaymentRequest]] = {}  # lost answers
         self.settled_cards: list[Payment] = []
+
+    def teardown(self) -> None:
+        for patch in self._id_patches:
+            patch.stop()
 
     @initialize(pass_fees=st.booleans())
     def configure(self, pass_fees: bool) -> None:
