@@ -16,8 +16,13 @@ ROLE ?= patient
 CLINIC ?= demo
 PATIENTS ?=
 SUB ?=
+# make audit: the local stack (make run) unless LOCAL=0 (then your AWS credentials and region).
+LOCAL ?= 1
+TABLE ?= PaymentsTable-local
+SECRETS_PREFIX ?= clinic-payments-local
 
-.PHONY: help setup run token test test-unit test-integration test-e2e lint typecheck validate build deploy bench lock clean
+
+.PHONY: audit help setup run token test test-unit test-integration test-e2e lint typecheck validate build deploy bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -59,8 +64,9 @@ lint: setup ## ruff (lint + format check) and the import contracts
 	$(VENV)/bin/ruff format --check .
 	PYTHONPATH=layers/shared $(VENV)/bin/lint-imports --no-cache
 
-typecheck: setup ## mypy strict on clinic_payments (Stripe calls checked against stripe.params)
+typecheck: setup ## mypy strict on clinic_payments (Stripe calls checked against stripe.params) and the test fakes
 	$(VENV)/bin/mypy
+	MYPYPATH=layers/shared $(VENV)/bin/mypy --strict --config-file pyproject.toml tests/unit/fakes.py
 
 validate: setup $(SAM_VENV)/.installed ## Prove template.yaml offline: SAM translator + cfn-lint, sam validate --lint
 	$(PY) scripts/validate_template.py template.yaml
@@ -71,6 +77,10 @@ build: $(SAM_VENV)/.installed ## sam build (offline; needs python3.13 on PATH)
 
 deploy: build ## sam deploy --guided
 	$(SAM) deploy --guided
+
+audit: setup ## Recompute every patient account of CLINIC and report differences (make audit CLINIC=demo)
+	@test -n "$(CLINIC)" || (echo "usage: make audit CLINIC=<clinic id>"; exit 2)
+	$(if $(filter 1,$(LOCAL)),AWS_ENDPOINT_URL=http://127.0.0.1:$${MOTO_PORT:-5000} AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION=us-east-1 STRIPE_API_BASE=http://127.0.0.1:$${STRIPE_PORT:-8420}) $(PY) scripts/audit.py --clinic "$(CLINIC)" --table "$(TABLE)" --secrets-prefix "$(SECRETS_PREFIX)"
 
 bench: setup ## Benchmarks: figures and ratios measured side by side
 	$(PY) -m bench

@@ -24,10 +24,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from clinic_payments.domain.crediting import CreditService
 from clinic_payments.domain.errors import (
     CardDeclinedError,
     ConflictError,
     DomainError,
+    InsufficientCreditError,
     NotFoundError,
     PaymentProviderUnavailableError,
     StaleWriteError,
@@ -63,6 +65,7 @@ from clinic_payments.domain.payments import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import (
     ClinicSecrets,
     Clock,
+    CreditApplication,
     IdempotencyRecord,
     PaymentsRepository,
     SettlementWrite,
@@ -157,8 +160,16 @@ class InMemoryPaymentsRepository:
     def ledger_entries(self, clinic_id: str, patient_id: str) -> list[LedgerEntry]:
         return list(self.ledger.get((clinic_id, patient_id), []))
 
-    def all_payments(self) -> list[Payment]:
-        return [copy.deepcopy(p) for ps in self.payments.values() for p in ps.values()]
+    def all_payments(
+        self, clinic_id: str | None = None, patient_id: str | None = None
+    ) -> list[Payment]:
+        """Every payment, or one patient's (the repository port's form)."""
+        return [
+            copy.deepcopy(p)
+            for (c, pat), ps in self.payments.items()
+            if clinic_id is None or (c, pat) == (clinic_id, patient_id)
+            for p in ps.values()
+        ]
 
     def is_pending(self, payment: Payment) -> bool:
         return (payment.clinic_id, payment.patient_id, payment.id) in self.pending
@@ -392,6 +403,80 @@ class InMemoryPaymentsRepository:
         return self.credits.get(
             (clinic_id, patient_id, currency), Credit(balance=0, currency=currency, version=0)
         )
+
+    def list_credits(self, clinic_id: str, patient_id: str) -> dict[str, Credit]:
+        self._maybe_fail("list_credits")
+        return {
+            c: v for (k1, k2, c), v in self.credits.items() if (k1, k2) == (clinic_id, patient_id)
+        }
+
+    def list_ledger(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        currency: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[LedgerEntry]:
+        self._maybe_fail("list_ledger")
+        entries = sorted(
+            self.ledger.get((clinic_id, patient_id), []),
+            key=lambda e: e.id.split("_", 1)[-1],
+            reverse=True,
+        )
+        entries = [e for e in entries if currency is None or e.currency == currency]
+        if cursor:
+            after = [i for i, e in enumerate(entries) if e.id == cursor]
+            entries = entries[after[0] + 1 :] if after else []
+        page = entries[:limit]
+        more = len(entries) > limit
+        return Page(list(page), page[-1].id if more and page else None)
+
+    def all_ledger(self, clinic_id: str, patient_id: str) -> list[LedgerEntry]:
+        return self.ledger_entries(clinic_id, patient_id)
+
+    def ledger_entry_exists(self, clinic_id: str, patient_id: str, entry_id: str) -> bool:
+        return any(e.id == entry_id for e in self.ledger.get((clinic_id, patient_id), []))
+
+    def _add_credit(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> None:
+        key = (clinic_id, patient_id, entry.currency)
+        current = self.credits.get(key, Credit(0, entry.currency, 0))
+        self.credits[key] = Credit(
+            current.balance + entry.amount, entry.currency, current.version + 1
+        )
+        self.ledger.setdefault((clinic_id, patient_id), []).append(copy.deepcopy(entry))
+
+    def apply_credit(self, clinic_id: str, patient_id: str, write: CreditApplication) -> None:
+        self._maybe_fail("apply_credit")
+        if self.ledger_entry_exists(clinic_id, patient_id, write.entry.id):
+            return
+        balance = self.get_credit(clinic_id, patient_id, write.entry.currency).balance
+        if balance < -write.entry.amount:
+            raise InsufficientCreditError("Not enough credit.")
+        invoice = self.invoices.get((clinic_id, patient_id), {}).get(write.invoice_id)
+        if (
+            invoice is None
+            or invoice.amount_paid != write.seen_amount_paid
+            or invoice.status is InvoiceStatus.VOID
+        ):
+            raise StaleWriteError("The invoice changed.")
+        invoice.amount_paid += write.amount
+        invoice.status = write.new_status
+        invoice.payments.append(write.ref)
+        if write.new_status is InvoiceStatus.PAID:
+            invoice.paid_at = write.ref.at
+        self._add_credit(clinic_id, patient_id, write.entry)
+
+    def adjust_credit(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> LedgerEntry:
+        self._maybe_fail("adjust_credit")
+        for existing in self.ledger.get((clinic_id, patient_id), []):
+            if existing.id == entry.id:
+                return copy.deepcopy(existing)
+        balance = self.get_credit(clinic_id, patient_id, entry.currency).balance
+        if balance + entry.amount < 0:
+            raise InsufficientCreditError("The adjustment would take the credit below zero.")
+        self._add_credit(clinic_id, patient_id, entry)
+        return entry
 
     # -- stripe customers -----------------------------------------------------------------
 
@@ -923,6 +1008,7 @@ class World:
     payments: PaymentService
     invoices: InvoiceService
     webhooks: WebhookService
+    credit: CreditService
 
     @property
     def gateway(self) -> FakeStripeGateway:
@@ -994,6 +1080,7 @@ def make_world(**settings: Any) -> World:
         payments=payments,
         invoices=InvoiceService(repo, clock),
         webhooks=WebhookService(repo, payments, secrets, verifier),
+        credit=CreditService(repo, clock),
     )
     defaults: dict[str, Any] = {
         "clinic_name": "Test Clinic",

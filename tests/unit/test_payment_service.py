@@ -12,12 +12,14 @@ from unittest import mock
 
 import pytest
 from clinic_payments.domain.allocation import RequestedAllocation
+from clinic_payments.domain.audit import audit_account
 from clinic_payments.domain.errors import (
     CardDeclinedError,
     ConflictError,
     ConsentRequiredError,
     DomainError,
     ForbiddenError,
+    InsufficientCreditError,
     NotFoundError,
     PaymentProviderUnavailableError,
     PaymentRequiresActionError,
@@ -33,6 +35,7 @@ from clinic_payments.domain.model import (
     LedgerEntryType,
     Payment,
     PaymentMethodType,
+    PaymentPurpose,
     PaymentStatus,
 )
 from clinic_payments.domain.money import fee_for
@@ -662,6 +665,7 @@ class PaymentsMachine(RuleBasedStateMachine):
     def configure(self, pass_fees: bool) -> None:
         settings = self.world.repo.settings[CLINIC]
         settings.pass_processing_fees = pass_fees
+        settings.allow_credit_topups = True
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -899,9 +903,69 @@ class PaymentsMachine(RuleBasedStateMachine):
         self.awaiting.remove(payment)
         self.settled_cards.append(settled)
 
+    # -- account credit (issue 4): top-ups, applications, adjustments ------------------------
+
+    @rule(patient=PATIENTS, amount=st.integers(1, 20_000))
+    def top_up_with_a_saved_card(self, patient: str, amount: int) -> None:
+        self.world.gateway.script(Succeed())
+        request = PaymentRequest(
+            PaymentMethodType.CARD,
+            amount=amount,
+            payment_method_id=self.world.saved_card(patient),
+            location_id="loc_main",
+            purpose=PaymentPurpose.CREDIT_TOPUP,
+        )
+        before = self.world.repo.get_credit(CLINIC, patient, "usd").balance
+        payment = pay(self.world, patient_caller(patient), request, patient_id=patient)
+        assert payment.status is PaymentStatus.SUCCEEDED
+        assert self.world.repo.get_credit(CLINIC, patient, "usd").balance == before + amount
+        self.settled_cards.append(payment)
+
+    @rule(data=st.data(), patient=PATIENTS, ask=st.none() | st.integers(1, 30_000))
+    def apply_credit(self, data: st.DataObject, patient: str, ask: int | None) -> None:
+        payable = self.payable(patient)
+        if not payable:
+            return
+        invoice_id = data.draw(st.sampled_from(payable))
+        invoice = self.world.stored_invoice(invoice_id, patient)
+        before = self.world.repo.get_credit(CLINIC, patient, invoice.currency).balance
+        try:
+            after = self.world.credit.apply(STAFF, CLINIC, patient, invoice_id, ask, new_id("cra"))
+        except InsufficientCreditError:
+            assert (ask is None and before == 0) or (ask is not None and ask > before)
+            return
+        except ValidationError:
+            assert ask is not None
+            assert ask > invoice.balance_due
+            return
+        taken = after.amount_paid - invoice.amount_paid
+        expected = min(before, invoice.balance_due) if ask is None else ask
+        assert taken == expected
+        assert self.world.repo.get_credit(CLINIC, patient, invoice.currency).balance == (
+            before - taken
+        )
+
+    @rule(patient=PATIENTS, amount=st.integers(-5_000, 5_000).filter(bool))
+    def adjust_credit(self, patient: str, amount: int) -> None:
+        before = self.world.repo.get_credit(CLINIC, patient, "usd").balance
+        try:
+            self.world.credit.adjust(STAFF, CLINIC, patient, amount, "test", "usd", new_id("adj"))
+        except InsufficientCreditError:
+            assert before + amount < 0
+            return
+        assert self.world.repo.get_credit(CLINIC, patient, "usd").balance == before + amount
+
     @invariant()
     def money_is_neither_lost_nor_counted_twice(self) -> None:
         assert_money_invariant(self.world, set(self.in_doubt))
+        for patient in (PATIENT, OTHER_PATIENT):
+            differences = audit_account(
+                self.world.repo.all_invoices(CLINIC, patient),
+                self.world.repo.all_payments(CLINIC, patient),
+                self.world.repo.all_ledger(CLINIC, patient),
+                self.world.repo.list_credits(CLINIC, patient),
+            )
+            assert differences == [], differences
 
 
 PaymentsMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=30, deadline=None)

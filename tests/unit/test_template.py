@@ -30,6 +30,8 @@ EXPECTED_POLICIES = {
     "CreateInvoiceFunction": {"PaymentsTableWritePolicy"},
     "ReadAccountFunction": {"PaymentsTableReadPolicy"},
     "PayInvoiceFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
+    "TopupCreditFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
+    "AccountCreditFunction": {"PaymentsTableWritePolicy"},
     "StripeWebhookFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "ReconcilePaymentsFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "ClinicAdminFunction": {

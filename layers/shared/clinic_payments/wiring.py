@@ -20,6 +20,7 @@ from clinic_payments.adapters.dynamo_repository import DynamoPaymentsRepository
 from clinic_payments.adapters.secrets import SecretsManagerClinicSecrets
 from clinic_payments.adapters.stripe_gateway import StripeGateways, StripeWebhookVerifier
 from clinic_payments.domain.administering import AdminService
+from clinic_payments.domain.crediting import CreditService
 from clinic_payments.domain.invoicing import InvoiceService
 from clinic_payments.domain.paying import PaymentService
 from clinic_payments.domain.reconciling import Reconciler
@@ -58,6 +59,7 @@ class Container:
     payments: PaymentService
     webhooks: WebhookService
     admin: AdminService
+    credit: CreditService
     reconciler: Reconciler
 
 
@@ -83,6 +85,7 @@ def build_container(settings: RuntimeSettings) -> Container:
         payments=payments,
         webhooks=WebhookService(repository, payments, secrets, StripeWebhookVerifier()),
         admin=AdminService(repository, secrets, clock),
+        credit=CreditService(repository, clock),
         reconciler=Reconciler(repository, payments, stripe, clock),
     )
 

@@ -12,6 +12,7 @@ from clinic_payments.domain.model import (
     CardSummary,
     ClinicSettings,
     Consent,
+    Credit,
     Failure,
     FeeRate,
     Invoice,
@@ -290,7 +291,7 @@ def payment_from(item: Item) -> Payment:
 def ledger_to_item(clinic_id: str, patient_id: str, e: LedgerEntry) -> Item:
     return {
         "pk": patient_pk(clinic_id, patient_id),
-        "sk": f"LEDGER#{e.at}#{e.id}",
+        "sk": ledger_sk(e.id),
         "type": "ledger",
         "id": e.id,
         "entry_type": e.type.value,
@@ -303,6 +304,13 @@ def ledger_to_item(clinic_id: str, patient_id: str, e: LedgerEntry) -> Item:
         "location_id": e.location_id,
         "reason": e.reason,
     }
+
+
+def ledger_sk(entry_id: str) -> str:
+    """From the id alone (a retry finds the same key), in time order across kinds: ids are
+    a prefix (led_, cra_, adj_) and a ULID, so the ULID leads and the prefix keeps it unique."""
+    prefix, _, rest = entry_id.partition("_")
+    return f"LEDGER#{rest}#{prefix}" if rest else f"LEDGER#{entry_id}"
 
 
 def ledger_from(item: Item) -> LedgerEntry:
@@ -318,6 +326,10 @@ def ledger_from(item: Item) -> LedgerEntry:
         location_id=item.get("location_id"),
         reason=item.get("reason"),
     )
+
+
+def credit_from(item: Item) -> Credit:
+    return Credit(int(item.get("balance", 0)), str(item["currency"]), int(item.get("version", 0)))
 
 
 def settings_to_item(s: ClinicSettings) -> Item:

@@ -16,7 +16,12 @@ from botocore.exceptions import ClientError
 
 from clinic_payments.adapters import codec
 from clinic_payments.adapters.codec import Item, clinic_pk, patient_pk
-from clinic_payments.domain.errors import ConflictError, StaleWriteError, ValidationError
+from clinic_payments.domain.errors import (
+    ConflictError,
+    InsufficientCreditError,
+    StaleWriteError,
+    ValidationError,
+)
 from clinic_payments.domain.model import (
     CardSummary,
     ClinicSettings,
@@ -24,13 +29,19 @@ from clinic_payments.domain.model import (
     Failure,
     Invoice,
     InvoiceStatus,
+    LedgerEntry,
     Page,
     Payment,
     PaymentStatus,
     StripeAccount,
 )
 from clinic_payments.domain.payments import awaits_outcome, statuses_before
-from clinic_payments.domain.ports import IdempotencyRecord, SettlementWrite, StripeObjectLink
+from clinic_payments.domain.ports import (
+    CreditApplication,
+    IdempotencyRecord,
+    SettlementWrite,
+    StripeObjectLink,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
@@ -403,31 +414,9 @@ class DynamoPaymentsRepository:
                 }
             )
         if write.credit_entry is not None:
-            entry = write.credit_entry
-            items.append(
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        # One balance per currency: an overpayment in CAD never adds to USD.
-                        "Key": _dump({"pk": pk, "sk": f"CREDIT#{entry.currency}"}),
-                        "UpdateExpression": (
-                            "ADD balance :amount, version :one SET currency = :currency"
-                        ),
-                        "ExpressionAttributeValues": _values(
-                            {":amount": entry.amount, ":one": 1, ":currency": entry.currency}
-                        ),
-                    }
-                }
-            )
-            items.append(
-                {
-                    "Put": {
-                        "TableName": self._table,
-                        "Item": _dump(codec.ledger_to_item(p.clinic_id, p.patient_id, entry)),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
-                }
-            )
+            # One balance per currency: an overpayment in CAD never adds to USD.
+            items.append({"Update": self._credit_update(pk, write.credit_entry, guard=False)})
+            items.append({"Put": self._ledger_put(p.clinic_id, p.patient_id, write.credit_entry)})
         try:
             self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -497,9 +486,167 @@ class DynamoPaymentsRepository:
         item = self._get(patient_pk(clinic_id, patient_id), f"CREDIT#{currency}")
         if item is None:
             return Credit(balance=0, currency=currency, version=0)
-        return Credit(
-            int(item.get("balance", 0)), item.get("currency"), int(item.get("version", 0))
+        return codec.credit_from(item)
+
+    def list_credits(self, clinic_id: str, patient_id: str) -> dict[str, Credit]:
+        items = self._query_all(patient_pk(clinic_id, patient_id), "CREDIT#")
+        return {str(i["currency"]): codec.credit_from(i) for i in items}
+
+    def list_ledger(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        currency: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[LedgerEntry]:
+        pk = patient_pk(clinic_id, patient_id)
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        values: dict[str, Any] = {":pk": pk, ":prefix": "LEDGER#"}
+        if currency:
+            kwargs["FilterExpression"] = "currency = :currency"
+            values[":currency"] = currency
+        kwargs["ExpressionAttributeValues"] = _values(values)
+        start = _decode_cursor(cursor, "LEDGER#") if cursor else None
+        found: list[LedgerEntry] = []
+        while True:
+            if start:
+                kwargs["ExclusiveStartKey"] = _dump({"pk": pk, "sk": start})
+            kwargs["Limit"] = limit - len(found) + 1
+            page = self._ddb.query(**kwargs)
+            for raw in page.get("Items", []):
+                found.append(codec.ledger_from(_load(raw)))
+                if len(found) > limit:
+                    last = found[limit - 1]
+                    return Page(found[:limit], _encode_cursor(codec.ledger_sk(last.id)))
+            if "LastEvaluatedKey" not in page:
+                return Page(found, None)
+            start = str(_load(page["LastEvaluatedKey"])["sk"])
+
+    def all_ledger(self, clinic_id: str, patient_id: str) -> list[LedgerEntry]:
+        items = self._query_all(patient_pk(clinic_id, patient_id), "LEDGER#")
+        return [codec.ledger_from(i) for i in items]
+
+    def ledger_entry_exists(self, clinic_id: str, patient_id: str, entry_id: str) -> bool:
+        return self._get(patient_pk(clinic_id, patient_id), codec.ledger_sk(entry_id)) is not None
+
+    def all_payments(self, clinic_id: str, patient_id: str) -> list[Payment]:
+        items = self._query_all(patient_pk(clinic_id, patient_id), "PAYMENT#")
+        return [codec.payment_from(i) for i in items]
+
+    def _credit_update(self, pk: str, entry: LedgerEntry, *, guard: bool) -> dict[str, Any]:
+        values: dict[str, Any] = {":amount": entry.amount, ":one": 1, ":currency": entry.currency}
+        update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": _dump({"pk": pk, "sk": f"CREDIT#{entry.currency}"}),
+            "UpdateExpression": "ADD balance :amount, version :one SET currency = :currency",
+            "ExpressionAttributeValues": _values(values),
+        }
+        if guard and entry.amount < 0:
+            # Never below zero: the balance must cover what is taken, as it stands now.
+            update["ConditionExpression"] = "balance >= :needed"
+            update["ExpressionAttributeValues"] = _values({**values, ":needed": -entry.amount})
+        return update
+
+    def _ledger_put(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "Item": _dump(codec.ledger_to_item(clinic_id, patient_id, entry)),
+            # Append-only, and the entry id makes a retried movement a no-op.
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+
+    def apply_credit(self, clinic_id: str, patient_id: str, write: CreditApplication) -> None:
+        pk = patient_pk(clinic_id, patient_id)
+        paid = write.new_status is InvoiceStatus.PAID
+        expression = (
+            "SET amount_paid = amount_paid + :amount, #status = :status, "
+            "payments = list_append(if_not_exists(payments, :empty), :ref)"
         )
+        values: dict[str, Any] = {
+            ":amount": write.amount,
+            ":status": write.new_status.value,
+            ":empty": [],
+            ":ref": [codec.ref_to(write.ref)],
+            ":seen": write.seen_amount_paid,
+            ":void": InvoiceStatus.VOID.value,
+        }
+        if paid:
+            expression += ", paid_at = :paid_at REMOVE gsi1pk, gsi1sk"
+            values[":paid_at"] = write.ref.at
+        items: list[Any] = [
+            {"Put": self._ledger_put(clinic_id, patient_id, write.entry)},
+            {"Update": self._credit_update(pk, write.entry, guard=True)},
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _dump({"pk": pk, "sk": f"INVOICE#{write.invoice_id}"}),
+                    "UpdateExpression": expression,
+                    "ConditionExpression": "amount_paid = :seen AND #status <> :void",
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": _values(values),
+                }
+            },
+        ]
+        try:
+            self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code == "TransactionCanceledException":
+                ledger, credit, _invoice = (_failed_conditions(exc) + [False] * 3)[:3]
+                if ledger:
+                    return  # applied already: this is a retry
+                if credit:
+                    raise InsufficientCreditError("Not enough credit.") from exc
+                raise StaleWriteError("The invoice changed.") from exc
+            if code in ("TransactionConflictException", "TransactionInProgressException"):
+                raise StaleWriteError("A concurrent transaction touched the same items.") from exc
+            raise
+
+    def adjust_credit(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> LedgerEntry:
+        pk = patient_pk(clinic_id, patient_id)
+        try:
+            items: list[Any] = [
+                {"Put": self._ledger_put(clinic_id, patient_id, entry)},
+                {"Update": self._credit_update(pk, entry, guard=True)},
+            ]
+            self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            ledger, credit = (_failed_conditions(exc) + [False] * 2)[:2]
+            if ledger:
+                stored = self._get(pk, codec.ledger_sk(entry.id))
+                return codec.ledger_from(stored) if stored else entry
+            if credit:
+                raise InsufficientCreditError(
+                    "The adjustment would take the credit below zero."
+                ) from exc
+            raise
+        return entry
+
+    def patients_of_clinic(self, clinic_id: str) -> list[str]:
+        """Every patient with records in this clinic. A Scan: for the audit command only,
+        never on a request path (its cost grows with the table)."""
+        prefix = f"{patient_pk(clinic_id, '')}"
+        patients: set[str] = set()
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "FilterExpression": "begins_with(pk, :prefix)",
+            "ProjectionExpression": "pk",
+            "ExpressionAttributeValues": _values({":prefix": prefix}),
+        }
+        while True:
+            page = self._ddb.scan(**kwargs)
+            patients.update(str(_load(i)["pk"])[len(prefix) :] for i in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return sorted(patients)
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     # -- stripe customers --------------------------------------------------------------------
 

@@ -280,3 +280,46 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+# -- account credit ---------------------------------------------------------------------------
+
+
+class TopupRequest(Strict):
+    amount: Amount
+    location_id: Id | None = None
+    payment_method_id: (
+        Annotated[str, StringConstraints(pattern=r"^pm_[A-Za-z0-9_]{1,250}$")] | None
+    ) = None
+    consent: ConsentRequest | None = None
+    receipt_email: Email | None = None
+
+
+class ApplyCreditRequest(Strict):
+    amount: Amount | None = None
+
+
+class AdjustmentRequest(Strict):
+    amount: SignedAmount
+    reason: ShortText
+    currency: Currency | None = None
+
+
+class ActivityOut(BaseModel):
+    id: str
+    type: str
+    amount: int
+    currency: str
+    invoice_id: str | None
+    payment_id: str | None
+    location_id: str | None
+    reason: str | None
+    actor: ActorOut
+    at: str
+
+
+class CreditOut(BaseModel):
+    currency: str
+    balance: int
+    activity: list[ActivityOut]
+    next_cursor: str | None

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from clinic_payments.api.models import (
+    ActivityOut,
     ActorOut,
     AllocationOut,
     CardOut,
@@ -22,6 +23,7 @@ from clinic_payments.domain.model import (
     Caller,
     ClinicSettings,
     Invoice,
+    LedgerEntry,
     Payment,
     Role,
     StripeAccount,
@@ -137,6 +139,21 @@ def payment_out(payment: Payment, caller: Any, publishable_key: str | None = Non
         created_by=actor_out(payment.created_by),
         created_at=payment.created_at,
         succeeded_at=payment.succeeded_at,
+    )
+
+
+def activity_out(entry: LedgerEntry) -> ActivityOut:
+    return ActivityOut(
+        id=entry.id,
+        type=entry.type.value,
+        amount=entry.amount,
+        currency=entry.currency,
+        invoice_id=entry.invoice_id,
+        payment_id=entry.payment_id,
+        location_id=entry.location_id,
+        reason=entry.reason,
+        actor=actor_out(entry.actor),
+        at=entry.at,
     )
 
 

@@ -158,6 +158,15 @@ class PaymentService:
             raise ForbiddenError("Only clinic staff can record cash and check payments.")
         if request.purpose is PaymentPurpose.CREDIT_TOPUP and not settings.allow_credit_topups:
             raise ForbiddenError("This clinic does not take account credit top-ups.")
+        if (
+            request.purpose is PaymentPurpose.CREDIT_TOPUP
+            and settings.locations
+            and request.location_id is None
+        ):
+            raise ValidationError(
+                "Say at which location the credit is meant to be used.",
+                [{"field": "location_id", "issue": "required"}],
+            )
         if request.off_session and not caller.is_staff:
             raise ForbiddenError("Only clinic staff can charge a saved card off-session.")
         if request.off_session and not request.payment_method_id:

@@ -55,6 +55,18 @@ class SettlementWrite:
 
 
 @dataclass(frozen=True)
+class CreditApplication:
+    """Credit moved to one invoice, against the amount_paid it was read at."""
+
+    invoice_id: str
+    amount: int
+    seen_amount_paid: int
+    new_status: InvoiceStatus
+    ref: InvoicePaymentRef
+    entry: LedgerEntry  # type applied, amount negative
+
+
+@dataclass(frozen=True)
 class IdempotencyRecord:
     request_hash: str
     resource_id: str
@@ -110,6 +122,32 @@ class PaymentsRepository(Protocol):
     def get_credit(self, clinic_id: str, patient_id: str, currency: str) -> Credit:
         """The patient's credit in one currency (credit is never a sum of two currencies)."""
         ...
+
+    def list_credits(self, clinic_id: str, patient_id: str) -> dict[str, Credit]: ...
+    def list_ledger(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        currency: str | None,
+        limit: int,
+        cursor: str | None,
+    ) -> Page[LedgerEntry]:
+        """Newest first."""
+        ...
+
+    def all_ledger(self, clinic_id: str, patient_id: str) -> list[LedgerEntry]: ...
+    def ledger_entry_exists(self, clinic_id: str, patient_id: str, entry_id: str) -> bool: ...
+    def apply_credit(self, clinic_id: str, patient_id: str, write: CreditApplication) -> None:
+        """One transaction: credit down, invoice up, ledger entry. InsufficientCreditError if
+        the balance is short, StaleWriteError if the invoice moved; a repeat is a no-op."""
+        ...
+
+    def adjust_credit(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> LedgerEntry:
+        """Balance and ledger entry together; InsufficientCreditError below zero; idempotent
+        by entry id (a repeat returns the entry first recorded)."""
+        ...
+
+    def all_payments(self, clinic_id: str, patient_id: str) -> list[Payment]: ...
 
     # stripe customers
     def get_customer_id(self, clinic_id: str, patient_id: str, account_id: str) -> str | None: ...
@@ -178,6 +216,7 @@ __all__ = [
     "Allocation",
     "ClinicSecrets",
     "Clock",
+    "CreditApplication",
     "IdempotencyRecord",
     "InvoiceCredit",
     "PaymentsRepository",

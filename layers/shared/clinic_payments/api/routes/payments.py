@@ -19,7 +19,7 @@ from clinic_payments.domain.paying import ConsentGiven, PaymentRequest
 from clinic_payments.wiring import container
 
 
-def _publishable_key(payment: Payment) -> str | None:
+def publishable_key(payment: Payment) -> str | None:
     if payment.stripe_account_id is None:
         return None
     account = container().repository.get_account(payment.clinic_id, payment.stripe_account_id)
@@ -71,7 +71,7 @@ def payment_writer() -> APIGatewayHttpRouter:
             payment_id,
         )
         metrics.add_metric(name=f"Payment_{payment.status.value}", unit="Count", value=1)
-        return ok(payment_out(payment, caller, _publishable_key(payment)), 201)
+        return ok(payment_out(payment, caller, publishable_key(payment)), 201)
 
     return router
 
@@ -89,6 +89,6 @@ def payment_reader() -> APIGatewayHttpRouter:
     def get_payment(clinic_id: str, patient_id: str, payment_id: str) -> Any:
         payment = container().payments.get(clinic_id, patient_id, payment_id)
         caller = current_caller(router)
-        return ok(payment_out(payment, caller, _publishable_key(payment)))
+        return ok(payment_out(payment, caller, publishable_key(payment)))
 
     return router

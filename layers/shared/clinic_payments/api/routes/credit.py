@@ -1,0 +1,138 @@
+"""Account credit routes: balance and activity, apply to an invoice, staff adjustments, top-ups."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+
+from clinic_payments.api.auth import PATIENT_OR_STAFF, STAFF, current_caller, guarded
+from clinic_payments.api.idempotency import idempotent, resource_id
+from clinic_payments.api.models import (
+    ActivityOut,
+    AdjustmentRequest,
+    ApplyCreditRequest,
+    CreditOut,
+    InvoiceOut,
+    PaymentOut,
+    TopupRequest,
+)
+from clinic_payments.api.presenters import activity_out, invoice_out, payment_out
+from clinic_payments.api.routes._common import PATIENT, ok, responses
+from clinic_payments.api.routes.payments import publishable_key
+from clinic_payments.domain.model import PaymentMethodType, PaymentPurpose
+from clinic_payments.domain.paying import ConsentGiven, PaymentRequest
+from clinic_payments.wiring import container
+
+
+def credit_router() -> APIGatewayHttpRouter:
+    router = APIGatewayHttpRouter()
+
+    @router.get(
+        f"{PATIENT}/credit",
+        middlewares=[*guarded(*PATIENT_OR_STAFF)],
+        tags=["Account credit"],
+        summary="Credit balance and every movement, newest first",
+        responses=responses(200, CreditOut, 401, 403, 404, 422),
+    )
+    def get_credit(
+        clinic_id: str,
+        patient_id: str,
+        currency: Annotated[str | None, Query(pattern="^[a-z]{3}$")] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 25,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+    ) -> Any:
+        credit, page = container().credit.view(clinic_id, patient_id, currency, limit, cursor)
+        return ok(
+            CreditOut(
+                currency=str(credit.currency),
+                balance=credit.balance,
+                activity=[activity_out(e) for e in page.items],
+                next_cursor=page.next_cursor,
+            )
+        )
+
+    @router.post(
+        f"{PATIENT}/invoices/<invoice_id>/apply-credit",
+        middlewares=[*guarded(*PATIENT_OR_STAFF), idempotent("cra")],
+        tags=["Account credit"],
+        summary="Apply credit to an invoice (default: the smaller of credit and balance due)",
+        responses=responses(200, InvoiceOut, 400, 401, 403, 404, 409, 422),
+    )
+    def apply_credit(
+        clinic_id: str,
+        patient_id: str,
+        invoice_id: str,
+        request: Annotated[ApplyCreditRequest, Body()],
+    ) -> Any:
+        invoice = container().credit.apply(
+            current_caller(router),
+            clinic_id,
+            patient_id,
+            invoice_id,
+            request.amount,
+            resource_id(router),
+        )
+        return ok(invoice_out(invoice))
+
+    @router.post(
+        f"{PATIENT}/credit/adjustments",
+        middlewares=[*guarded(*STAFF), idempotent("adj")],
+        tags=["Account credit"],
+        summary="A goodwill credit or a correction (staff); never below zero",
+        responses=responses(201, ActivityOut, 400, 401, 403, 409, 422),
+    )
+    def adjust_credit(
+        clinic_id: str, patient_id: str, request: Annotated[AdjustmentRequest, Body()]
+    ) -> Any:
+        entry = container().credit.adjust(
+            current_caller(router),
+            clinic_id,
+            patient_id,
+            request.amount,
+            request.reason,
+            request.currency,
+            resource_id(router),
+        )
+        return ok(activity_out(entry), 201)
+
+    return router
+
+
+def topup_router() -> APIGatewayHttpRouter:
+    router = APIGatewayHttpRouter()
+
+    @router.post(
+        f"{PATIENT}/credit/topups",
+        middlewares=[*guarded(*PATIENT_OR_STAFF), idempotent("pay")],
+        tags=["Account credit"],
+        summary="Add credit by card, charged to the clinic's primary Stripe account",
+        responses=responses(201, PaymentOut, 400, 401, 402, 403, 404, 409, 415, 422, 503),
+    )
+    def topup(clinic_id: str, patient_id: str, request: Annotated[TopupRequest, Body()]) -> Any:
+        caller = current_caller(router)
+        # A new card is saved automatically (the Jane article): so it needs consent.
+        payment = container().payments.create(
+            caller,
+            clinic_id,
+            patient_id,
+            PaymentRequest(
+                method=PaymentMethodType.CARD,
+                amount=request.amount,
+                payment_method_id=request.payment_method_id,
+                save_card=request.payment_method_id is None,
+                consent=(
+                    ConsentGiven(request.consent.agreed, request.consent.wording_version)
+                    if request.consent
+                    else None
+                ),
+                location_id=request.location_id,
+                receipt_email=request.receipt_email,
+                purpose=PaymentPurpose.CREDIT_TOPUP,
+            ),
+            resource_id(router),
+        )
+        return ok(payment_out(payment, caller, publishable_key(payment)), 201)
+
+    return router

@@ -1,0 +1,152 @@
+"""Recompute a patient's account from its records and say where it does not add up.
+
+The invariant of DESIGN.md, as a pure function: every succeeded payment's captured amount is
+applied to invoices, held as credit, or recorded as fee; each invoice's amount_paid is the sum
+of what was applied to it (payments and credit) and never above its total; each currency's
+credit balance is the sum of its ledger entries and never negative; nothing appears twice.
+Used by `make audit` (against the table, and Stripe) and by the tests after every money move.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from clinic_payments.domain.model import (
+    Credit,
+    Invoice,
+    LedgerEntry,
+    LedgerEntryType,
+    Payment,
+    PaymentMethodType,
+    PaymentStatus,
+)
+from clinic_payments.domain.ports import PaymentsRepository, StripeGateways
+
+
+@dataclass(frozen=True)
+class Difference:
+    subject: str  # "invoice inv_...", "payment pay_...", "credit usd"
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.problem}"
+
+
+def audit_account(
+    invoices: Iterable[Invoice],
+    payments: Iterable[Payment],
+    ledger: Iterable[LedgerEntry],
+    credits: dict[str, Credit],
+) -> list[Difference]:
+    entries = list(ledger)
+    found: list[Difference] = []
+    applied: Counter[str] = Counter()
+    credited_by_payment: Counter[str] = Counter()
+    for entry in entries:
+        if entry.payment_id and entry.type in (LedgerEntryType.TOPUP, LedgerEntryType.OVERPAYMENT):
+            credited_by_payment[entry.payment_id] += entry.amount
+        if entry.type is LedgerEntryType.APPLIED and entry.invoice_id:
+            applied[entry.invoice_id] += -entry.amount
+    ids = Counter(e.id for e in entries)
+    found += [Difference(f"ledger {i}", "entry recorded twice") for i, n in ids.items() if n > 1]
+
+    for p in payments:
+        subject = f"payment {p.id}"
+        if p.status is not PaymentStatus.SUCCEEDED:
+            if p.amount_received:
+                found.append(Difference(subject, f"{p.status.value} but received money"))
+            if credited_by_payment[p.id]:
+                found.append(Difference(subject, f"{p.status.value} but credited"))
+            continue
+        to_invoices = sum(a.amount for a in p.allocations)
+        if p.amount_received != to_invoices + p.credit_amount + p.fee_amount:
+            found.append(
+                Difference(
+                    subject,
+                    f"received {p.amount_received} != applied {to_invoices} + credit "
+                    f"{p.credit_amount} + fee {p.fee_amount}",
+                )
+            )
+        if p.amount_received != p.amount + p.fee_amount:
+            found.append(Difference(subject, "captured differs from what was charged"))
+        if credited_by_payment[p.id] != p.credit_amount:
+            found.append(
+                Difference(
+                    subject,
+                    f"ledger credits {credited_by_payment[p.id]}, payment says {p.credit_amount}",
+                )
+            )
+        for a in p.allocations:
+            applied[a.invoice_id] += a.amount
+
+    for inv in invoices:
+        subject = f"invoice {inv.id}"
+        refs = [r.payment_id for r in inv.payments]
+        if len(set(refs)) != len(refs):
+            found.append(Difference(subject, "a payment is counted twice"))
+        by_refs = sum(r.amount for r in inv.payments)
+        if inv.amount_paid != by_refs:
+            found.append(
+                Difference(subject, f"amount_paid {inv.amount_paid} != its payments {by_refs}")
+            )
+        if inv.amount_paid != applied[inv.id]:
+            found.append(
+                Difference(subject, f"amount_paid {inv.amount_paid} != applied {applied[inv.id]}")
+            )
+        if not 0 <= inv.amount_paid <= inv.total:
+            found.append(
+                Difference(subject, f"amount_paid {inv.amount_paid} outside 0..{inv.total}")
+            )
+
+    sums: defaultdict[str, int] = defaultdict(int)
+    for entry in entries:
+        sums[entry.currency] += entry.amount
+    for currency in set(sums) | set(credits):
+        balance = credits[currency].balance if currency in credits else 0
+        if balance != sums[currency]:
+            found.append(
+                Difference(f"credit {currency}", f"balance {balance} != ledger {sums[currency]}")
+            )
+        if balance < 0:
+            found.append(Difference(f"credit {currency}", f"negative balance {balance}"))
+    return found
+
+
+class Auditor:
+    """A patient's account recomputed from the table, and checked against Stripe's records."""
+
+    def __init__(self, repository: PaymentsRepository, stripe: StripeGateways | None) -> None:
+        self._repo = repository
+        self._stripe = stripe
+
+    def audit_patient(self, clinic_id: str, patient_id: str) -> list[Difference]:
+        payments = self._repo.all_payments(clinic_id, patient_id)
+        found = audit_account(
+            self._repo.all_invoices(clinic_id, patient_id),
+            payments,
+            self._repo.all_ledger(clinic_id, patient_id),
+            self._repo.list_credits(clinic_id, patient_id),
+        )
+        if self._stripe is None:
+            return found
+        for p in payments:
+            if p.method is not PaymentMethodType.CARD or not p.stripe_payment_intent_id:
+                continue
+            gateway = self._stripe.for_account(clinic_id, str(p.stripe_account_id))
+            intent = gateway.retrieve_payment_intent(p.stripe_payment_intent_id)
+            subject = f"payment {p.id}"
+            captured = intent.status == "succeeded"
+            if captured and p.status is not PaymentStatus.SUCCEEDED:
+                found.append(Difference(subject, "captured at Stripe but not settled here"))
+            if p.status is PaymentStatus.SUCCEEDED and not captured:
+                found.append(Difference(subject, f"settled here but Stripe says {intent.status}"))
+            if captured and p.amount_received != intent.amount_received:
+                found.append(
+                    Difference(
+                        subject,
+                        f"received {p.amount_received} here, {intent.amount_received} at Stripe",
+                    )
+                )
+        return found
