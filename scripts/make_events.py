@@ -205,6 +205,15 @@ SAMPLES = [
         idempotency_key=True,
     ),
     Sample(
+        "refund_payment.json",
+        "POST",
+        "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}/refunds",
+        STAFF_CALLER,
+        {**PATIENT_PARAMS, "payment_id": PAYMENT},
+        body={"amount": 2000, "reason": "requested_by_customer"},
+        idempotency_key=True,
+    ),
+    Sample(
         "list_stripe_accounts.json",
         "GET",
         "/v1/clinics/{clinic_id}/stripe-accounts",

@@ -14,6 +14,7 @@ from localstripe.resources import (
     Event,
     PaymentIntent,
     PaymentMethod,
+    Refund,
     SetupIntent,
     Store,
     try_convert_to_bool,
@@ -88,6 +89,21 @@ def install() -> None:
     PaymentMethod._charging_is_declined = _payment_method_charging_is_declined
     Charge._set_auth_failure = _charge_set_auth_failure
     Charge._raise_failure = _charge_raise_failure
+    _original["refund_init"] = Refund.__init__
+    Refund.__init__ = _refund_init
+
+
+REFUND_REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+
+
+def _refund_init(self: Any, reason: Any = None, **params: Any) -> None:
+    """Stripe's refunds take a `reason` (one of three); localstripe rejects the parameter."""
+    if reason is not None and reason not in REFUND_REASONS:
+        raise invalid_request(
+            "Invalid reason: must be one of " + ", ".join(REFUND_REASONS), param="reason"
+        )
+    _original["refund_init"](self, **params)
+    self.reason = reason
 
 
 def _do_nothing(*_args: Any, **_kwargs: Any) -> None:

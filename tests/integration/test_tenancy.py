@@ -13,6 +13,7 @@ STAFF_ONLY = {
     ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices"),
     ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices/{invoice_id}/void"),
     ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/credit/adjustments"),
+    ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}/refunds"),
 }
 ADMIN_ONLY = {
     ("GET", "/v1/clinics/{clinic_id}/stripe-accounts"),

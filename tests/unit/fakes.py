@@ -41,10 +41,12 @@ from clinic_payments.domain.invoicing import InvoiceService
 from clinic_payments.domain.model import (
     AccountStatus,
     Actor,
+    Allocation,
     Caller,
     CardSummary,
     ClinicSettings,
     Credit,
+    Dispute,
     Failure,
     IntentSnapshot,
     Invoice,
@@ -54,6 +56,7 @@ from clinic_payments.domain.model import (
     Page,
     Payment,
     PaymentStatus,
+    RefundSnapshot,
     Role,
     StripeAccount,
     StripeKeys,
@@ -68,12 +71,14 @@ from clinic_payments.domain.ports import (
     CreditApplication,
     IdempotencyRecord,
     PaymentsRepository,
+    RefundWrite,
     SettlementWrite,
     StripeGateway,
     StripeGateways,
     StripeObjectLink,
     WebhookVerifier,
 )
+from clinic_payments.domain.refunding import RefundService
 from clinic_payments.domain.timeutil import to_iso
 from clinic_payments.domain.webhooks import WebhookOutcome, WebhookService
 
@@ -375,6 +380,48 @@ class InMemoryPaymentsRepository:
             entries.append(entry)
         return True
 
+    def record_refund(self, write: RefundWrite) -> bool:
+        self._maybe_fail("record_refund")
+        p = write.payment
+        stored = self._stored_payment(p.clinic_id, p.patient_id, p.id)
+        if stored is None or len(stored.refunds) != len(p.refunds):
+            raise StaleWriteError("The payment's refunds moved.")
+        bucket = self.invoices.get((p.clinic_id, p.patient_id), {})
+        for debit in write.invoices:
+            invoice = bucket.get(debit.invoice_id)
+            if (
+                invoice is None
+                or invoice.amount_paid != debit.seen_amount_paid
+                or invoice.status is InvoiceStatus.VOID
+            ):
+                raise StaleWriteError("An invoice moved.")
+        entry = write.credit_entry
+        if entry is not None:
+            balance = self.get_credit(p.clinic_id, p.patient_id, entry.currency).balance
+            if balance < -entry.amount:
+                raise StaleWriteError("The credit moved.")
+        stored.refunds.append(write.record)
+        for debit in write.invoices:
+            invoice = bucket[debit.invoice_id]
+            invoice.amount_paid -= debit.amount
+            invoice.status = debit.new_status
+            invoice.paid_at = None
+            invoice.payments.append(debit.ref)
+        if entry is not None:
+            self._add_credit(p.clinic_id, p.patient_id, entry)
+        return True
+
+    def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
+        self._maybe_fail("set_dispute")
+        stored = self._stored_payment(payment.clinic_id, payment.patient_id, payment.id)
+        if stored is None:
+            return
+        stored.dispute = dispute
+        bucket = self.invoices.get((payment.clinic_id, payment.patient_id), {})
+        for a in at_risk:
+            if a.invoice_id in bucket:
+                bucket[a.invoice_id].amount_at_risk += a.amount
+
     def get_stripe_link(self, object_id: str) -> StripeObjectLink | None:
         self._maybe_fail("get_stripe_link")
         return self.links.get(object_id)
@@ -639,6 +686,9 @@ class FakeStripeGateway:
         self.unavailable = False  # every call raises PaymentProviderUnavailableError
         self._outcomes: list[Outcome] = []
         self._replies: dict[str, tuple[dict[str, Any], IntentSnapshot | DomainError]] = {}
+        self.refunds: dict[str, list[RefundSnapshot]] = {}
+        self.refund_keys: dict[str, RefundSnapshot] = {}
+        self.charges: dict[str, str] = {}  # charge id -> payment intent id
 
     # -- scripting ------------------------------------------------------------------------
 
@@ -805,6 +855,35 @@ class FakeStripeGateway:
         if found is None:
             raise NotFoundError("That saved card was not found for this patient.")
         return found
+
+    def create_refund(
+        self,
+        *,
+        payment_intent_id: str,
+        amount: int,
+        reason: str | None,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> RefundSnapshot:
+        self.calls.append(
+            GatewayCall("create_refund", {"payment_intent_id": payment_intent_id, "amount": amount})
+        )
+        self._check_up()
+        replay = self.refund_keys.get(idempotency_key)
+        if replay is not None:
+            return replay
+        refund = RefundSnapshot(f"re_{len(self.refunds) + 1:04d}", amount, "succeeded")
+        self.refunds.setdefault(payment_intent_id, []).append(refund)
+        self.refund_keys[idempotency_key] = refund
+        return refund
+
+    def list_refunds(self, payment_intent_id: str) -> list[RefundSnapshot]:
+        self._check_up()
+        return list(self.refunds.get(payment_intent_id, []))
+
+    def payment_intent_of_charge(self, charge_id: str) -> str | None:
+        self._check_up()
+        return self.charges.get(charge_id)
 
 
 class FakeStripeGateways:
@@ -1079,7 +1158,9 @@ def make_world(**settings: Any) -> World:
         verifier=verifier,
         payments=payments,
         invoices=InvoiceService(repo, clock),
-        webhooks=WebhookService(repo, payments, secrets, verifier),
+        webhooks=WebhookService(
+            repo, payments, secrets, verifier, RefundService(repo, gateways, clock), gateways
+        ),
         credit=CreditService(repo, clock),
     )
     defaults: dict[str, Any] = {

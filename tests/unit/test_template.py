@@ -32,6 +32,7 @@ EXPECTED_POLICIES = {
     "PayInvoiceFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "TopupCreditFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "AccountCreditFunction": {"PaymentsTableWritePolicy"},
+    "RefundPaymentFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "StripeWebhookFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "ReconcilePaymentsFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "ClinicAdminFunction": {

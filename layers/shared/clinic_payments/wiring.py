@@ -24,6 +24,7 @@ from clinic_payments.domain.crediting import CreditService
 from clinic_payments.domain.invoicing import InvoiceService
 from clinic_payments.domain.paying import PaymentService
 from clinic_payments.domain.reconciling import Reconciler
+from clinic_payments.domain.refunding import RefundService
 from clinic_payments.domain.webhooks import WebhookService
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Container:
     webhooks: WebhookService
     admin: AdminService
     credit: CreditService
+    refunds: RefundService
     reconciler: Reconciler
 
 
@@ -76,6 +78,7 @@ def build_container(settings: RuntimeSettings) -> Container:
     secrets = SecretsManagerClinicSecrets(secretsmanager, settings.clinic_secrets_prefix)
     stripe = StripeGateways(secrets, settings.stripe_api_base)
     payments = PaymentService(repository, stripe, clock)
+    refunds = RefundService(repository, stripe, clock)
     return Container(
         settings=settings,
         repository=repository,
@@ -83,7 +86,10 @@ def build_container(settings: RuntimeSettings) -> Container:
         stripe=stripe,
         invoices=InvoiceService(repository, clock),
         payments=payments,
-        webhooks=WebhookService(repository, payments, secrets, StripeWebhookVerifier()),
+        webhooks=WebhookService(
+            repository, payments, secrets, StripeWebhookVerifier(), refunds, stripe
+        ),
+        refunds=refunds,
         admin=AdminService(repository, secrets, clock),
         credit=CreditService(repository, clock),
         reconciler=Reconciler(repository, payments, stripe, clock),

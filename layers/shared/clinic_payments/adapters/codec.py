@@ -13,6 +13,7 @@ from clinic_payments.domain.model import (
     ClinicSettings,
     Consent,
     Credit,
+    Dispute,
     Failure,
     FeeRate,
     Invoice,
@@ -27,6 +28,7 @@ from clinic_payments.domain.model import (
     PaymentMethodType,
     PaymentPurpose,
     PaymentStatus,
+    RefundRecord,
     Role,
     StripeAccount,
     TaxRate,
@@ -96,6 +98,65 @@ def failure_from(item: Item | None) -> Failure | None:
     return Failure(item.get("code"), item.get("decline_code"), str(item.get("message", "")))
 
 
+def refund_to(r: RefundRecord) -> Item:
+    return {
+        "id": r.id,
+        "key": r.key,
+        "amount": r.amount,
+        "from_credit": r.from_credit,
+        "from_invoices": [
+            {"invoice_id": a.invoice_id, "amount": a.amount} for a in r.from_invoices
+        ],
+        "from_fee": r.from_fee,
+        "reason": r.reason,
+        "at": r.at,
+        "actor": actor_to(r.actor),
+        "stripe_refund_id": r.stripe_refund_id,
+    }
+
+
+def refund_from(item: Item) -> RefundRecord:
+    return RefundRecord(
+        id=str(item["id"]),
+        key=str(item["key"]),
+        amount=_int(item["amount"]),
+        from_credit=_int(item.get("from_credit")),
+        from_invoices=[
+            Allocation(str(a["invoice_id"]), _int(a["amount"]))
+            for a in item.get("from_invoices", [])
+        ],
+        from_fee=_int(item.get("from_fee")),
+        reason=str(item.get("reason") or ""),
+        at=str(item["at"]),
+        actor=actor_from(item["actor"]),
+        stripe_refund_id=item.get("stripe_refund_id"),
+    )
+
+
+def dispute_to(d: Dispute | None) -> Item | None:
+    if d is None:
+        return None
+    return {
+        "id": d.id,
+        "amount": d.amount,
+        "status": d.status,
+        "reason": d.reason,
+        "opened_at": d.opened_at,
+    }
+
+
+def dispute_from(item: Item | None) -> Dispute | None:
+    if not item:
+        return None
+    return Dispute(
+        id=str(item["id"]),
+        amount=_int(item["amount"]),
+        status=str(item["status"]),
+        reason=item.get("reason"),
+        opened_at=str(item["opened_at"]),
+    )
+
+
 def ref_to(ref: InvoicePaymentRef) -> Item:
     return {"payment_id": ref.payment_id, "amount": ref.amount, "method": ref.method, "at": ref.at}
 
@@ -135,6 +196,7 @@ def invoice_to_item(inv: Invoice) -> Item:
         "paid_at": inv.paid_at,
         "voided_at": inv.voided_at,
         "payments": [ref_to(p) for p in inv.payments],
+        "amount_at_risk": inv.amount_at_risk,
     }
     if inv.is_payable:
         # Sparse index of open invoices by due date, clinic-wide (never used to decide money).
@@ -180,6 +242,7 @@ def invoice_from(item: Item) -> Invoice:
             )
             for p in item.get("payments", [])
         ],
+        amount_at_risk=_int(item.get("amount_at_risk")),
     )
 
 
@@ -230,6 +293,9 @@ def payment_to_item(p: Payment) -> Item:
         "confirmation_number": p.confirmation_number,
         "succeeded_at": p.succeeded_at,
         "amount_received": p.amount_received,
+        "refunds": [refund_to(r) for r in p.refunds],
+        "refund_keys": [r.key for r in p.refunds],
+        "dispute": dispute_to(p.dispute),
     }
     if awaits_outcome(p):
         item["gsi1pk"] = PENDING_PK
@@ -285,6 +351,8 @@ def payment_from(item: Item) -> Payment:
         confirmation_number=item.get("confirmation_number"),
         succeeded_at=item.get("succeeded_at"),
         amount_received=_int(item.get("amount_received")),
+        refunds=[refund_from(r) for r in item.get("refunds") or []],
+        dispute=dispute_from(item.get("dispute")),
     )
 
 

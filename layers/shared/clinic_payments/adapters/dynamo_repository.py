@@ -23,9 +23,11 @@ from clinic_payments.domain.errors import (
     ValidationError,
 )
 from clinic_payments.domain.model import (
+    Allocation,
     CardSummary,
     ClinicSettings,
     Credit,
+    Dispute,
     Failure,
     Invoice,
     InvoiceStatus,
@@ -39,6 +41,7 @@ from clinic_payments.domain.payments import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import (
     CreditApplication,
     IdempotencyRecord,
+    RefundWrite,
     SettlementWrite,
     StripeObjectLink,
 )
@@ -430,6 +433,103 @@ class DynamoPaymentsRepository:
                 raise StaleWriteError("A concurrent transaction touched the same items.") from exc
             raise
         return True
+
+    def record_refund(self, write: RefundWrite) -> bool:
+        p = write.payment
+        pk = patient_pk(p.clinic_id, p.patient_id)
+        seen = len(p.refunds)
+        payment_update: dict[str, Any] = {
+            "TableName": self._table,
+            "Key": _dump({"pk": pk, "sk": f"PAYMENT#{p.id}"}),
+            "UpdateExpression": (
+                "SET refunds = list_append(if_not_exists(refunds, :empty), :record), "
+                "refund_keys = list_append(if_not_exists(refund_keys, :empty), :key)"
+            ),
+            # Planned against the refunds read: any other refund since (or this one, recorded
+            # by the webhook meanwhile) makes the service read again.
+            "ConditionExpression": (
+                "attribute_not_exists(refund_keys) OR size(refund_keys) = :seen"
+                if seen == 0
+                else "size(refund_keys) = :seen"
+            ),
+            "ExpressionAttributeValues": _values(
+                {
+                    ":empty": [],
+                    ":record": [codec.refund_to(write.record)],
+                    ":key": [write.record.key],
+                    ":seen": seen,
+                }
+            ),
+        }
+        items: list[Any] = [{"Update": payment_update}]
+        for debit in write.invoices:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _dump({"pk": pk, "sk": f"INVOICE#{debit.invoice_id}"}),
+                        "UpdateExpression": (
+                            "SET amount_paid = amount_paid - :amount, #status = :status, "
+                            "payments = list_append(if_not_exists(payments, :empty), :ref), "
+                            "gsi1pk = :gpk, gsi1sk = :gsk REMOVE paid_at"
+                        ),
+                        "ConditionExpression": "amount_paid = :seen AND #status <> :void",
+                        "ExpressionAttributeNames": {"#status": "status"},
+                        "ExpressionAttributeValues": _values(
+                            {
+                                ":amount": debit.amount,
+                                ":status": debit.new_status.value,
+                                ":empty": [],
+                                ":ref": [codec.ref_to(debit.ref)],
+                                ":gpk": f"CLINIC#{p.clinic_id}#OPEN_INVOICES",
+                                ":gsk": debit.open_index_key,
+                                ":seen": debit.seen_amount_paid,
+                                ":void": InvoiceStatus.VOID.value,
+                            }
+                        ),
+                    }
+                }
+            )
+        if write.credit_entry is not None:
+            items.append({"Update": self._credit_update(pk, write.credit_entry, guard=True)})
+            items.append({"Put": self._ledger_put(p.clinic_id, p.patient_id, write.credit_entry)})
+        try:
+            self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code in (
+                "TransactionCanceledException",
+                "TransactionConflictException",
+                "TransactionInProgressException",
+            ):
+                raise StaleWriteError("The payment, an invoice or the credit moved.") from exc
+            raise
+        return True
+
+    def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
+        pk = patient_pk(payment.clinic_id, payment.patient_id)
+        items: list[Any] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _dump({"pk": pk, "sk": f"PAYMENT#{payment.id}"}),
+                    "UpdateExpression": "SET dispute = :dispute",
+                    "ExpressionAttributeValues": _values({":dispute": codec.dispute_to(dispute)}),
+                }
+            }
+        ]
+        for a in at_risk:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self._table,
+                        "Key": _dump({"pk": pk, "sk": f"INVOICE#{a.invoice_id}"}),
+                        "UpdateExpression": "ADD amount_at_risk :amount",
+                        "ExpressionAttributeValues": _values({":amount": a.amount}),
+                    }
+                }
+            )
+        self._ddb.transact_write_items(TransactItems=items)
 
     def get_stripe_link(self, object_id: str) -> StripeObjectLink | None:
         item = self._get(f"STRIPE#{object_id}", "LINK")

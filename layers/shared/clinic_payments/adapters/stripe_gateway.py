@@ -13,6 +13,8 @@ import stripe
 from stripe.params import (
     CustomerCreateParams,
     PaymentIntentCreateParams,
+    RefundCreateParams,
+    RefundListParams,
 )
 
 from clinic_payments.domain.errors import (
@@ -24,7 +26,15 @@ from clinic_payments.domain.errors import (
     PaymentProviderUnavailableError,
     WebhookSignatureError,
 )
-from clinic_payments.domain.model import CardSummary, Failure, IntentSnapshot, WebhookEvent
+from clinic_payments.domain.model import (
+    CardSummary,
+    ChargeSnapshot,
+    DisputeSnapshot,
+    Failure,
+    IntentSnapshot,
+    RefundSnapshot,
+    WebhookEvent,
+)
 from clinic_payments.domain.ports import ClinicSecrets
 
 WEBHOOK_TOLERANCE_SECONDS = 300
@@ -198,6 +208,46 @@ class StripeGateway:
         owner = customer if isinstance(customer, str) else (customer or {}).get("id")
         return card, owner
 
+    def create_refund(
+        self,
+        *,
+        payment_intent_id: str,
+        amount: int,
+        reason: str | None,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> RefundSnapshot:
+        params: RefundCreateParams = {
+            "payment_intent": payment_intent_id,
+            "amount": amount,
+            "metadata": metadata,
+        }
+        if reason in ("duplicate", "fraudulent", "requested_by_customer"):
+            params["reason"] = reason
+        try:
+            refund = self._client.v1.refunds.create(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return RefundSnapshot(str(refund.id), int(refund.amount), str(refund.status))
+
+    def list_refunds(self, payment_intent_id: str) -> list[RefundSnapshot]:
+        params: RefundListParams = {"payment_intent": payment_intent_id, "limit": 100}
+        try:
+            refunds = self._client.v1.refunds.list(params=params)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return [RefundSnapshot(str(r.id), int(r.amount), str(r.status)) for r in refunds.data]
+
+    def payment_intent_of_charge(self, charge_id: str) -> str | None:
+        try:
+            charge = self._client.v1.charges.retrieve(charge_id)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        intent = charge.payment_intent
+        return intent if isinstance(intent, str) or intent is None else str(intent.id)
+
 
 class StripeGateways:
     """StripeGateways port: a gateway per clinic account, its client built once per key."""
@@ -240,12 +290,48 @@ class StripeWebhookVerifier:
         if not isinstance(data, dict) or "id" not in data or "type" not in data:
             raise WebhookSignatureError("The webhook body is not a Stripe event.")
         obj = (data.get("data") or {}).get("object") or {}
-        object_type = obj.get("object") if isinstance(obj, dict) else None
-        intent = intent_snapshot(obj) if object_type == "payment_intent" else None
+        if not isinstance(obj, dict):
+            obj = {}
+        object_type = obj.get("object")
         return WebhookEvent(
             id=str(data["id"]),
             type=str(data["type"]),
             object_type=object_type,
-            object_id=obj.get("id") if isinstance(obj, dict) else None,
-            intent=intent,
+            object_id=obj.get("id"),
+            intent=intent_snapshot(obj) if object_type == "payment_intent" else None,
+            charge=charge_snapshot(obj) if object_type == "charge" else None,
+            dispute=dispute_snapshot(obj) if object_type == "dispute" else None,
         )
+
+
+def _id_of(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and value.get("id"):
+        return str(value["id"])
+    return None
+
+
+def charge_snapshot(data: dict[str, Any]) -> ChargeSnapshot:
+    listed = data.get("refunds")
+    refunds = None
+    # Stripe lists a charge's refunds only when asked (expand); without them, they are fetched.
+    if isinstance(listed, dict) and isinstance(listed.get("data"), list) and listed["data"]:
+        refunds = [
+            RefundSnapshot(str(r["id"]), int(r.get("amount") or 0), str(r.get("status")))
+            for r in listed["data"]
+        ]
+    return ChargeSnapshot(
+        id=str(data["id"]), payment_intent_id=_id_of(data.get("payment_intent")), refunds=refunds
+    )
+
+
+def dispute_snapshot(data: dict[str, Any]) -> DisputeSnapshot:
+    return DisputeSnapshot(
+        id=str(data["id"]),
+        charge_id=_id_of(data.get("charge")),
+        payment_intent_id=_id_of(data.get("payment_intent")),
+        amount=int(data.get("amount") or 0),
+        status=str(data.get("status")),
+        reason=data.get("reason"),
+    )

@@ -169,6 +169,7 @@ class InvoiceOut(BaseModel):
     paid_at: str | None
     voided_at: str | None
     payments: list[InvoicePaymentOut]
+    amount_at_risk: int = 0
 
 
 class InvoiceSummaryOut(BaseModel):
@@ -233,6 +234,9 @@ class PaymentOut(BaseModel):
     created_by: ActorOut
     created_at: str
     succeeded_at: str | None
+    refunded_amount: int = 0
+    refunds: list[RefundOut] = []
+    dispute: DisputeOut | None = None
 
 
 class StripeAccountOut(BaseModel):
@@ -323,3 +327,31 @@ class CreditOut(BaseModel):
     balance: int
     activity: list[ActivityOut]
     next_cursor: str | None
+
+
+# -- refunds and disputes --------------------------------------------------------------------
+
+
+class RefundRequest(Strict):
+    amount: Amount | None = None
+    reason: ShortText
+
+
+class RefundOut(BaseModel):
+    id: str
+    amount: int
+    reason: str
+    from_credit: int
+    from_invoices: list[AllocationOut]
+    from_fee: int
+    stripe_refund_id: str | None
+    actor: ActorOut
+    at: str
+
+
+class DisputeOut(BaseModel):
+    id: str
+    amount: int
+    status: str
+    reason: str | None
+    opened_at: str

@@ -10,11 +10,13 @@ from clinic_payments.api.models import (
     AllocationOut,
     CardOut,
     ConsentOut,
+    DisputeOut,
     FailureOut,
     InvoiceLineOut,
     InvoiceOut,
     InvoicePaymentOut,
     PaymentOut,
+    RefundOut,
     SettingsOut,
     StripeAccountOut,
 )
@@ -69,6 +71,7 @@ def invoice_out(inv: Invoice) -> InvoiceOut:
             InvoicePaymentOut(payment_id=p.payment_id, amount=p.amount, method=p.method, at=p.at)
             for p in inv.payments
         ],
+        amount_at_risk=inv.amount_at_risk,
     )
 
 
@@ -139,6 +142,34 @@ def payment_out(payment: Payment, caller: Any, publishable_key: str | None = Non
         created_by=actor_out(payment.created_by),
         created_at=payment.created_at,
         succeeded_at=payment.succeeded_at,
+        refunded_amount=payment.refunded_amount,
+        refunds=[
+            RefundOut(
+                id=r.id,
+                amount=r.amount,
+                reason=r.reason,
+                from_credit=r.from_credit,
+                from_invoices=[
+                    AllocationOut(invoice_id=a.invoice_id, amount=a.amount) for a in r.from_invoices
+                ],
+                from_fee=r.from_fee,
+                stripe_refund_id=r.stripe_refund_id,
+                actor=actor_out(r.actor),
+                at=r.at,
+            )
+            for r in payment.refunds
+        ],
+        dispute=(
+            DisputeOut(
+                id=payment.dispute.id,
+                amount=payment.dispute.amount,
+                status=payment.dispute.status,
+                reason=payment.dispute.reason,
+                opened_at=payment.dispute.opened_at,
+            )
+            if payment.dispute
+            else None
+        ),
     )
 
 

@@ -80,6 +80,19 @@ def audit_account(
             )
         for a in p.allocations:
             applied[a.invoice_id] += a.amount
+        for refund in p.refunds:
+            for a in refund.from_invoices:
+                applied[a.invoice_id] -= a.amount
+            if refund.uncovered:
+                found.append(
+                    Difference(
+                        subject,
+                        f"refund {refund.id}: {refund.uncovered} given back but not taken back "
+                        "from credit, invoices or fee (review the patient's invoices)",
+                    )
+                )
+        if p.refunded_amount > p.amount_received:
+            found.append(Difference(subject, "refunded more than was received"))
 
     for inv in invoices:
         subject = f"invoice {inv.id}"

@@ -170,6 +170,7 @@ class Invoice:
     paid_at: str | None = None
     voided_at: str | None = None
     payments: list[InvoicePaymentRef] = field(default_factory=list)
+    amount_at_risk: int = 0  # disputed by the cardholder, not yet decided
 
     @property
     def balance_due(self) -> int:
@@ -239,6 +240,45 @@ class Consent:
     at: str
 
 
+@dataclass(frozen=True)
+class RefundRecord:
+    """Money given back, and where it was taken back from (credit, invoices, fee)."""
+
+    id: str  # ours (ref_...), or the dispute's id for a lost dispute
+    key: str  # what makes it once: Stripe's refund id, the dispute id, or ours (cash)
+    amount: int
+    from_credit: int
+    from_invoices: list[Allocation]
+    from_fee: int
+    reason: str
+    at: str
+    actor: Actor
+    stripe_refund_id: str | None = None
+
+    @property
+    def uncovered(self) -> int:
+        """What could not be taken back from anything (reported by the audit)."""
+        return (
+            self.amount
+            - self.from_credit
+            - sum(a.amount for a in self.from_invoices)
+            - (self.from_fee)
+        )
+
+
+@dataclass(frozen=True)
+class Dispute:
+    id: str
+    amount: int
+    status: str  # Stripe's: warning_needs_response, needs_response, under_review, won, lost...
+    reason: str | None
+    opened_at: str
+
+    @property
+    def is_open(self) -> bool:
+        return self.status not in ("won", "lost", "warning_closed", "charge_refunded")
+
+
 @dataclass
 class Payment:
     id: str
@@ -271,6 +311,12 @@ class Payment:
     confirmation_number: str | None = None
     succeeded_at: str | None = None
     amount_received: int = 0
+    refunds: list[RefundRecord] = field(default_factory=list)
+    dispute: Dispute | None = None
+
+    @property
+    def refunded_amount(self) -> int:
+        return sum(r.amount for r in self.refunds)
 
     @property
     def charge_amount(self) -> int:
@@ -346,3 +392,31 @@ class WebhookEvent:
     object_type: str | None
     object_id: str | None
     intent: IntentSnapshot | None
+    charge: ChargeSnapshot | None = None
+    dispute: DisputeSnapshot | None = None
+
+
+@dataclass(frozen=True)
+class RefundSnapshot:
+    id: str
+    amount: int
+    status: str
+
+
+@dataclass(frozen=True)
+class ChargeSnapshot:
+    """A charge from a charge.* event: its intent and the refunds Stripe made on it."""
+
+    id: str
+    payment_intent_id: str | None
+    refunds: list[RefundSnapshot] | None  # None when the event does not list them
+
+
+@dataclass(frozen=True)
+class DisputeSnapshot:
+    id: str
+    charge_id: str | None
+    payment_intent_id: str | None
+    amount: int
+    status: str
+    reason: str | None

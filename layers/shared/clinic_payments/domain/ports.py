@@ -10,6 +10,7 @@ from clinic_payments.domain.model import (
     CardSummary,
     ClinicSettings,
     Credit,
+    Dispute,
     Failure,
     IntentSnapshot,
     Invoice,
@@ -19,6 +20,8 @@ from clinic_payments.domain.model import (
     Page,
     Payment,
     PaymentStatus,
+    RefundRecord,
+    RefundSnapshot,
     StripeAccount,
     StripeKeys,
     WebhookEvent,
@@ -52,6 +55,26 @@ class SettlementWrite:
     previous_statuses: list[PaymentStatus]
     invoices: list[InvoiceCredit]
     credit_entry: LedgerEntry | None
+
+
+@dataclass(frozen=True)
+class InvoiceDebit:
+    """What a refund takes back from one invoice, against the amount_paid it was read at."""
+
+    invoice_id: str
+    amount: int  # positive: amount_paid goes down by this
+    seen_amount_paid: int
+    new_status: InvoiceStatus
+    ref: InvoicePaymentRef  # a negative line in the invoice's payments
+    open_index_key: str  # the invoice is payable again: back in the open-invoices index
+
+
+@dataclass(frozen=True)
+class RefundWrite:
+    payment: Payment  # as read (refunds so far)
+    record: RefundRecord
+    invoices: list[InvoiceDebit]
+    credit_entry: LedgerEntry | None  # type refund, amount negative
 
 
 @dataclass(frozen=True)
@@ -112,6 +135,17 @@ class PaymentsRepository(Protocol):
         client_secret: str | None = None,
     ) -> bool: ...
     def settle(self, write: SettlementWrite) -> bool: ...
+    def record_refund(self, write: RefundWrite) -> bool:
+        """One transaction: the refund on the payment, invoices down, credit down, ledger.
+        False when this refund (its key) is recorded already; StaleWriteError if anything
+        moved since it was read."""
+        ...
+
+    def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
+        """Record the dispute's state on the payment and the amount at risk on invoices
+        (at_risk amounts are added; negative amounts release)."""
+        ...
+
     def get_stripe_link(self, object_id: str) -> StripeObjectLink | None: ...
     def pending_payments(self, older_than: str, limit: int) -> list[StripeObjectLink]: ...
     def stop_tracking(self, payment: Payment) -> None:
@@ -191,6 +225,17 @@ class StripeGateway(Protocol):
     ) -> IntentSnapshot: ...
     def retrieve_payment_intent(self, intent_id: str) -> IntentSnapshot: ...
     def retrieve_payment_method(self, payment_method_id: str) -> tuple[CardSummary, str | None]: ...
+    def create_refund(
+        self,
+        *,
+        payment_intent_id: str,
+        amount: int,
+        reason: str | None,
+        metadata: dict[str, str],
+        idempotency_key: str,
+    ) -> RefundSnapshot: ...
+    def list_refunds(self, payment_intent_id: str) -> list[RefundSnapshot]: ...
+    def payment_intent_of_charge(self, charge_id: str) -> str | None: ...
 
 
 class StripeGateways(Protocol):
@@ -219,7 +264,9 @@ __all__ = [
     "CreditApplication",
     "IdempotencyRecord",
     "InvoiceCredit",
+    "InvoiceDebit",
     "PaymentsRepository",
+    "RefundWrite",
     "SettlementWrite",
     "StripeGateway",
     "StripeGateways",

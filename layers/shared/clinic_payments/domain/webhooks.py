@@ -6,14 +6,21 @@ import logging
 from enum import StrEnum
 
 from clinic_payments.domain.errors import WebhookSignatureError
-from clinic_payments.domain.model import IntentSnapshot, WebhookEvent
+from clinic_payments.domain.model import (
+    ChargeSnapshot,
+    DisputeSnapshot,
+    IntentSnapshot,
+    WebhookEvent,
+)
 from clinic_payments.domain.paying import PaymentService
 from clinic_payments.domain.ports import (
     ClinicSecrets,
     PaymentsRepository,
+    StripeGateways,
     StripeObjectLink,
     WebhookVerifier,
 )
+from clinic_payments.domain.refunding import RefundService
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +37,11 @@ INTENT_EVENTS = frozenset(
 )
 
 
+DISPUTE_EVENTS = frozenset(
+    {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
+)
+
+
 class WebhookOutcome(StrEnum):
     PROCESSED = "processed"
     DUPLICATE = "duplicate"
@@ -43,11 +55,15 @@ class WebhookService:
         payments: PaymentService,
         secrets: ClinicSecrets,
         verifier: WebhookVerifier,
+        refunds: RefundService,
+        stripe: StripeGateways,
     ) -> None:
         self._repo = repository
         self._payments = payments
         self._secrets = secrets
         self._verifier = verifier
+        self._refunds = refunds
+        self._stripe = stripe
 
     def handle(
         self, clinic_id: str, account_id: str, payload: bytes, signature: str | None
@@ -66,6 +82,10 @@ class WebhookService:
         return outcome
 
     def _dispatch(self, clinic_id: str, account_id: str, event: WebhookEvent) -> WebhookOutcome:
+        if event.type == "charge.refunded" and event.charge is not None:
+            return self._charge_refunded(clinic_id, account_id, event.charge)
+        if event.type in DISPUTE_EVENTS and event.dispute is not None:
+            return self._dispute(clinic_id, account_id, event.dispute)
         if event.type not in INTENT_EVENTS or event.intent is None:
             return WebhookOutcome.IGNORED
         link = self._link(clinic_id, account_id, event.intent)
@@ -76,6 +96,40 @@ class WebhookService:
         else:
             self._payments.settle_intent(link, event.intent)
         return WebhookOutcome.PROCESSED
+
+    def _charge_refunded(
+        self, clinic_id: str, account_id: str, charge: ChargeSnapshot
+    ) -> WebhookOutcome:
+        link = self._link_intent_id(clinic_id, account_id, charge.payment_intent_id)
+        if link is None:
+            return WebhookOutcome.IGNORED
+        refunds = charge.refunds
+        if refunds is None:
+            gateway = self._stripe.for_account(clinic_id, account_id)
+            refunds = gateway.list_refunds(str(charge.payment_intent_id))
+        self._refunds.charge_refunded(link, refunds)
+        return WebhookOutcome.PROCESSED
+
+    def _dispute(self, clinic_id: str, account_id: str, dispute: DisputeSnapshot) -> WebhookOutcome:
+        intent_id = dispute.payment_intent_id
+        if intent_id is None and dispute.charge_id:
+            gateway = self._stripe.for_account(clinic_id, account_id)
+            intent_id = gateway.payment_intent_of_charge(dispute.charge_id)
+        link = self._link_intent_id(clinic_id, account_id, intent_id)
+        if link is None:
+            return WebhookOutcome.IGNORED
+        self._refunds.dispute_changed(link, dispute)
+        return WebhookOutcome.PROCESSED
+
+    def _link_intent_id(
+        self, clinic_id: str, account_id: str, intent_id: str | None
+    ) -> StripeObjectLink | None:
+        if not intent_id:
+            return None
+        link = self._repo.get_stripe_link(intent_id)
+        if link is None or link.clinic_id != clinic_id or link.account_id != account_id:
+            return None
+        return link
 
     def _link(
         self, clinic_id: str, account_id: str, intent: IntentSnapshot

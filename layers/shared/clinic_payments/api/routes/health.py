@@ -27,7 +27,7 @@ def all_routers() -> list[APIGatewayHttpRouter]:
     from clinic_payments.api.routes.admin import admin_router
     from clinic_payments.api.routes.credit import credit_router, topup_router
     from clinic_payments.api.routes.invoices import invoice_reader, invoice_writer
-    from clinic_payments.api.routes.payments import payment_reader, payment_writer
+    from clinic_payments.api.routes.payments import payment_reader, payment_writer, refund_router
     from clinic_payments.api.routes.webhooks import webhook_router
 
     return [
@@ -40,6 +40,7 @@ def all_routers() -> list[APIGatewayHttpRouter]:
         admin_router(),
         credit_router(),
         topup_router(),
+        refund_router(),
     ]
 
 

@@ -7,9 +7,9 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
-from clinic_payments.api.auth import PATIENT_OR_STAFF, current_caller, guarded
+from clinic_payments.api.auth import PATIENT_OR_STAFF, STAFF, current_caller, guarded
 from clinic_payments.api.idempotency import idempotent, resource_id
-from clinic_payments.api.models import CreatePaymentRequest, PaymentOut
+from clinic_payments.api.models import CreatePaymentRequest, PaymentOut, RefundRequest
 from clinic_payments.api.observability import logger, metrics
 from clinic_payments.api.presenters import payment_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
@@ -71,6 +71,39 @@ def payment_writer() -> APIGatewayHttpRouter:
             payment_id,
         )
         metrics.add_metric(name=f"Payment_{payment.status.value}", unit="Count", value=1)
+        return ok(payment_out(payment, caller, publishable_key(payment)), 201)
+
+    return router
+
+
+def refund_router() -> APIGatewayHttpRouter:
+    router = APIGatewayHttpRouter()
+
+    @router.post(
+        f"{PATIENT}/payments/<payment_id>/refunds",
+        middlewares=[*guarded(*STAFF), idempotent("ref")],
+        tags=["Payments"],
+        summary="Refund a payment, fully or partly (staff; Idempotency-Key)",
+        responses=responses(201, PaymentOut, 400, 401, 403, 404, 409, 415, 422, 503),
+    )
+    def refund_payment(
+        clinic_id: str,
+        patient_id: str,
+        payment_id: str,
+        request: Annotated[RefundRequest, Body()],
+    ) -> Any:
+        caller = current_caller(router)
+        logger.append_keys(clinic_id=clinic_id, payment_id=payment_id)
+        payment = container().refunds.refund(
+            caller,
+            clinic_id,
+            patient_id,
+            payment_id,
+            request.amount,
+            request.reason,
+            resource_id(router),
+        )
+        metrics.add_metric(name="Refund", unit="Count", value=1)
         return ok(payment_out(payment, caller, publishable_key(payment)), 201)
 
     return router

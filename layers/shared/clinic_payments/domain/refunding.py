@@ -1,0 +1,314 @@
+"""Refunds and disputes: money given back is taken back from the patient's credit first, then
+from the invoices the payment paid (newest first), then from the pass-through fee.
+
+One path records a refund whatever asked for it: the API (staff), Stripe's charge.refunded
+(a refund made in the dashboard) and a lost dispute. Each is recorded once, by its key (Stripe's
+refund id, or the dispute id): the API's refund and the webhook about it never both count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Final
+
+from clinic_payments.domain.errors import (
+    ConflictError,
+    NotFoundError,
+    StaleWriteError,
+)
+from clinic_payments.domain.ids import new_id
+from clinic_payments.domain.invoices import status_after
+from clinic_payments.domain.model import (
+    Actor,
+    Allocation,
+    Caller,
+    Dispute,
+    DisputeSnapshot,
+    Invoice,
+    InvoicePaymentRef,
+    LedgerEntry,
+    LedgerEntryType,
+    Payment,
+    PaymentMethodType,
+    PaymentStatus,
+    RefundRecord,
+    RefundSnapshot,
+    Role,
+)
+from clinic_payments.domain.ports import (
+    Clock,
+    InvoiceDebit,
+    PaymentsRepository,
+    RefundWrite,
+    StripeGateways,
+    StripeObjectLink,
+)
+
+RECORD_ATTEMPTS: Final = 8
+REFUND_REASONS: Final = ("requested_by_customer", "duplicate", "fraudulent")
+STRIPE_ACTOR: Final = Actor(sub="stripe", role=Role.STAFF)  # made in the Stripe dashboard
+
+
+@dataclass(frozen=True)
+class TakeBack:
+    from_credit: int
+    from_invoices: list[Allocation]
+    from_fee: int
+
+    @property
+    def total(self) -> int:
+        return self.from_credit + sum(a.amount for a in self.from_invoices) + self.from_fee
+
+
+def net_on_invoices(payment: Payment) -> dict[str, int]:
+    """What this payment still has on each invoice, after its earlier refunds."""
+    net = {a.invoice_id: a.amount for a in payment.allocations}
+    for refund in payment.refunds:
+        for a in refund.from_invoices:
+            net[a.invoice_id] = net.get(a.invoice_id, 0) - a.amount
+    return net
+
+
+def plan_take_back(
+    payment: Payment, amount: int, credit_balance: int, invoices: dict[str, Invoice]
+) -> TakeBack:
+    from_credit = min(amount, max(credit_balance, 0))
+    remaining = amount - from_credit
+    net = net_on_invoices(payment)
+    newest_first = sorted(
+        (invoices[i] for i in net if i in invoices),
+        key=lambda inv: (inv.created_at, inv.id),
+        reverse=True,
+    )
+    from_invoices: list[Allocation] = []
+    for invoice in newest_first:
+        take = min(remaining, net[invoice.id], invoice.amount_paid)
+        if take > 0:
+            from_invoices.append(Allocation(invoice.id, take))
+            remaining -= take
+    fee_left = payment.fee_amount - sum(r.from_fee for r in payment.refunds)
+    from_fee = min(remaining, max(fee_left, 0))
+    return TakeBack(from_credit, from_invoices, from_fee)
+
+
+def refundable(payment: Payment) -> int:
+    return payment.amount_received - payment.refunded_amount
+
+
+class RefundService:
+    def __init__(
+        self, repository: PaymentsRepository, stripe: StripeGateways, clock: Clock
+    ) -> None:
+        self._repo = repository
+        self._stripe = stripe
+        self._clock = clock
+
+    def _payment(self, clinic_id: str, patient_id: str, payment_id: str) -> Payment:
+        payment = self._repo.get_payment(clinic_id, patient_id, payment_id)
+        if payment is None:
+            raise NotFoundError("Payment not found.")
+        return payment
+
+    def refund(
+        self,
+        caller: Caller,
+        clinic_id: str,
+        patient_id: str,
+        payment_id: str,
+        amount: int | None,
+        reason: str,
+        refund_id: str,
+    ) -> Payment:
+        """Staff refund: through Stripe for a card (recorded only for cash or check)."""
+        payment = self._payment(clinic_id, patient_id, payment_id)
+        if any(r.id == refund_id for r in payment.refunds):
+            return payment  # this request's refund is recorded: a retry changes nothing
+        if payment.status is not PaymentStatus.SUCCEEDED:
+            raise ConflictError(f"Only a succeeded payment can be refunded ({payment.status}).")
+        if payment.dispute is not None and payment.dispute.is_open:
+            raise ConflictError(
+                "The payment is disputed: the cardholder's bank decides; refunding now could "
+                "pay twice. Respond to the dispute in Stripe instead."
+            )
+        left = refundable(payment)
+        wanted = left if amount is None else amount
+        if wanted <= 0 or wanted > left:
+            raise ConflictError(
+                f"At most {left} of this payment can still be refunded.",
+                [{"field": "amount", "issue": "more than what is left to refund"}],
+            )
+        self._check_coverable(payment, wanted)
+        stripe_refund_id = None
+        if payment.method is PaymentMethodType.CARD:
+            gateway = self._stripe.for_account(clinic_id, str(payment.stripe_account_id))
+            refund = gateway.create_refund(
+                payment_intent_id=str(payment.stripe_payment_intent_id),
+                amount=wanted,
+                reason=reason if reason in REFUND_REASONS else None,
+                metadata={
+                    "clinic_id": clinic_id,
+                    "patient_id": patient_id,
+                    "payment_id": payment.id,
+                    "refund_id": refund_id,
+                },
+                idempotency_key=f"{refund_id}:refund",
+            )
+            stripe_refund_id = refund.id
+        self.record(
+            StripeObjectLink(clinic_id, patient_id, payment.id, payment.stripe_account_id or ""),
+            refund_id=refund_id,
+            key=stripe_refund_id or refund_id,
+            amount=wanted,
+            reason=reason,
+            actor=caller.actor(),
+            stripe_refund_id=stripe_refund_id,
+        )
+        return self._payment(clinic_id, patient_id, payment_id)
+
+    def _check_coverable(self, payment: Payment, amount: int) -> None:
+        credit = self._repo.get_credit(payment.clinic_id, payment.patient_id, payment.currency)
+        plan = plan_take_back(payment, amount, credit.balance, self._invoices(payment))
+        if plan.total < amount:
+            raise ConflictError(
+                f"Only {plan.total} can be taken back now (the rest of this payment's credit "
+                "was used on other invoices). Refund less, or reopen those invoices first.",
+                [{"field": "amount", "issue": "more than can be taken back"}],
+            )
+
+    def _invoices(self, payment: Payment) -> dict[str, Invoice]:
+        found = {}
+        for invoice_id in net_on_invoices(payment):
+            invoice = self._repo.get_invoice(payment.clinic_id, payment.patient_id, invoice_id)
+            if invoice is not None:
+                found[invoice_id] = invoice
+        return found
+
+    def record(
+        self,
+        link: StripeObjectLink,
+        *,
+        refund_id: str,
+        key: str,
+        amount: int,
+        reason: str,
+        actor: Actor,
+        stripe_refund_id: str | None,
+    ) -> bool:
+        """Record money given back, once by its key. False if it was recorded already."""
+        for _ in range(RECORD_ATTEMPTS):
+            payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)
+            if any(r.key == key for r in payment.refunds):
+                return False
+            amount = min(amount, refundable(payment))
+            if amount <= 0:
+                return False
+            credit = self._repo.get_credit(payment.clinic_id, payment.patient_id, payment.currency)
+            invoices = self._invoices(payment)
+            plan = plan_take_back(payment, amount, credit.balance, invoices)
+            now = self._clock.now()
+            record = RefundRecord(
+                id=refund_id,
+                key=key,
+                amount=amount,
+                from_credit=plan.from_credit,
+                from_invoices=plan.from_invoices,
+                from_fee=plan.from_fee,
+                reason=reason,
+                at=now,
+                actor=actor,
+                stripe_refund_id=stripe_refund_id,
+            )
+            debits = [
+                InvoiceDebit(
+                    invoice_id=a.invoice_id,
+                    amount=a.amount,
+                    seen_amount_paid=invoices[a.invoice_id].amount_paid,
+                    new_status=status_after(
+                        invoices[a.invoice_id].total, invoices[a.invoice_id].amount_paid - a.amount
+                    ),
+                    ref=InvoicePaymentRef(refund_id, -a.amount, "refund", now),
+                    open_index_key=(
+                        f"{invoices[a.invoice_id].due_date or '9999-12-31'}#{a.invoice_id}"
+                    ),
+                )
+                for a in plan.from_invoices
+            ]
+            entry = None
+            if plan.from_credit:
+                entry = LedgerEntry(
+                    id=new_id("rfd"),
+                    type=LedgerEntryType.REFUND,
+                    amount=-plan.from_credit,
+                    currency=payment.currency,
+                    at=now,
+                    actor=actor,
+                    payment_id=payment.id,
+                    reason=reason,
+                )
+            try:
+                return self._repo.record_refund(RefundWrite(payment, record, debits, entry))
+            except StaleWriteError:
+                continue
+        raise ConflictError("The account is changing too fast; the refund will be retried.")
+
+    # -- Stripe's events -----------------------------------------------------------------
+
+    def charge_refunded(self, link: StripeObjectLink, refunds: list[RefundSnapshot]) -> int:
+        """charge.refunded: record each succeeded refund not recorded yet. Returns how many."""
+        recorded = 0
+        for refund in refunds:
+            if refund.status not in ("succeeded", "pending"):
+                continue
+            if self.record(
+                link,
+                refund_id=refund.id,
+                key=refund.id,
+                amount=refund.amount,
+                reason="stripe_dashboard",
+                actor=STRIPE_ACTOR,
+                stripe_refund_id=refund.id,
+            ):
+                recorded += 1
+        return recorded
+
+    def dispute_changed(self, link: StripeObjectLink, snapshot: DisputeSnapshot) -> None:
+        payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)
+        now = self._clock.now()
+        previous = payment.dispute
+        dispute = Dispute(
+            id=snapshot.id,
+            amount=snapshot.amount,
+            status=snapshot.status,
+            reason=snapshot.reason,
+            opened_at=previous.opened_at if previous else now,
+        )
+        was_open = previous is not None and previous.is_open
+        at_risk = self._at_risk(payment, snapshot.amount)
+        if dispute.is_open and not was_open:
+            self._repo.set_dispute(payment, dispute, at_risk)
+        elif not dispute.is_open:
+            release = [replace(a, amount=-a.amount) for a in at_risk] if was_open else []
+            self._repo.set_dispute(payment, dispute, release)
+            if snapshot.status == "lost":
+                # The bank took the money back: reversed like a refund, once (by dispute id).
+                self.record(
+                    link,
+                    refund_id=snapshot.id,
+                    key=snapshot.id,
+                    amount=snapshot.amount,
+                    reason="dispute_lost",
+                    actor=STRIPE_ACTOR,
+                    stripe_refund_id=None,
+                )
+        elif previous != dispute:
+            self._repo.set_dispute(payment, dispute, [])
+
+    def _at_risk(self, payment: Payment, amount: int) -> list[Allocation]:
+        remaining = amount
+        found = []
+        for invoice_id, net in net_on_invoices(payment).items():
+            take = min(remaining, net)
+            if take > 0:
+                found.append(Allocation(invoice_id, take))
+                remaining -= take
+        return found
