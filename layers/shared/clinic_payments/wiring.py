@@ -23,6 +23,7 @@ from clinic_payments.domain.administering import AdminService
 from clinic_payments.domain.invoicing import InvoiceService
 from clinic_payments.domain.paying import PaymentService
 from clinic_payments.domain.reconciling import Reconciler
+from clinic_payments.domain.saved_cards import SavedCardService
 from clinic_payments.domain.webhooks import WebhookService
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class Container:
     stripe: StripeGateways
     invoices: InvoiceService
     payments: PaymentService
+    saved_cards: SavedCardService
     webhooks: WebhookService
     admin: AdminService
     reconciler: Reconciler
@@ -74,6 +76,7 @@ def build_container(settings: RuntimeSettings) -> Container:
     secrets = SecretsManagerClinicSecrets(secretsmanager, settings.clinic_secrets_prefix)
     stripe = StripeGateways(secrets, settings.stripe_api_base)
     payments = PaymentService(repository, stripe, clock)
+    saved_cards = SavedCardService(repository, stripe, payments, clock)
     return Container(
         settings=settings,
         repository=repository,
@@ -81,7 +84,10 @@ def build_container(settings: RuntimeSettings) -> Container:
         stripe=stripe,
         invoices=InvoiceService(repository, clock),
         payments=payments,
-        webhooks=WebhookService(repository, payments, secrets, StripeWebhookVerifier()),
+        saved_cards=saved_cards,
+        webhooks=WebhookService(
+            repository, payments, secrets, StripeWebhookVerifier(), saved_cards
+        ),
         admin=AdminService(repository, secrets, clock),
         reconciler=Reconciler(repository, payments, stripe, clock),
     )

@@ -13,6 +13,8 @@ import stripe
 from stripe.params import (
     CustomerCreateParams,
     PaymentIntentCreateParams,
+    PaymentMethodListParams,
+    SetupIntentCreateParams,
 )
 
 from clinic_payments.domain.errors import (
@@ -24,7 +26,13 @@ from clinic_payments.domain.errors import (
     PaymentProviderUnavailableError,
     WebhookSignatureError,
 )
-from clinic_payments.domain.model import CardSummary, Failure, IntentSnapshot, WebhookEvent
+from clinic_payments.domain.model import (
+    CardSummary,
+    Failure,
+    IntentSnapshot,
+    SetupIntentSnapshot,
+    WebhookEvent,
+)
 from clinic_payments.domain.ports import ClinicSecrets
 
 WEBHOOK_TOLERANCE_SECONDS = 300
@@ -33,6 +41,8 @@ WEBHOOK_TOLERANCE_SECONDS = 300
 _TIMEOUT = (3.05, 12.0)
 _RETRIES = 2
 GENERIC_DESCRIPTION = "Clinic services"  # never names a service, a diagnosis or a patient
+# One page of a customer's cards: a patient keeps a handful, so one page lists them all.
+CARDS_PAGE_SIZE = 100
 
 
 def _card(pm: Any) -> CardSummary | None:
@@ -81,6 +91,27 @@ def intent_snapshot(data: dict[str, Any]) -> IntentSnapshot:
         else (CardSummary(pm, None, None) if pm else None),
         last_error=_failure(data.get("last_payment_error")),
         customer=customer if isinstance(customer, str) else (customer or {}).get("id"),
+    )
+
+
+def _id_of(value: Any) -> str | None:
+    """An expandable field: the object's id whether Stripe sent the id or the object."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and value.get("id"):
+        return str(value["id"])
+    return None
+
+
+def setup_intent_snapshot(data: dict[str, Any]) -> SetupIntentSnapshot:
+    """A SetupIntent (from the API or an event) as the domain sees it."""
+    return SetupIntentSnapshot(
+        id=str(data["id"]),
+        status=str(data.get("status")),
+        client_secret=data.get("client_secret"),
+        customer=_id_of(data.get("customer")),
+        payment_method=_id_of(data.get("payment_method")),
+        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
     )
 
 
@@ -198,6 +229,45 @@ class StripeGateway:
         owner = customer if isinstance(customer, str) else (customer or {}).get("id")
         return card, owner
 
+    def create_setup_intent(
+        self, *, customer: str, metadata: dict[str, str], idempotency_key: str
+    ) -> SetupIntentSnapshot:
+        params: SetupIntentCreateParams = {
+            "customer": customer,
+            # Saved to be charged later, also while the patient is away (staff, off-session).
+            "usage": "off_session",
+            "metadata": metadata,
+        }
+        try:
+            intent = self._client.v1.setup_intents.create(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return setup_intent_snapshot(intent.to_dict())
+
+    def list_cards(self, customer: str) -> list[CardSummary]:
+        params: PaymentMethodListParams = {
+            "customer": customer,
+            "type": "card",
+            "limit": CARDS_PAGE_SIZE,
+        }
+        try:
+            page = self._client.v1.payment_methods.list(params=params)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        cards = (_card(pm.to_dict()) for pm in page.data)
+        return [card for card in cards if card is not None]
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        try:
+            self._client.v1.payment_methods.detach(payment_method_id)
+        except stripe.InvalidRequestError as exc:
+            # Unknown, or not attached to a customer (removed meanwhile): not found either way.
+            raise NotFoundError("That saved card was not found for this patient.") from exc
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+
 
 class StripeGateways:
     """StripeGateways port: a gateway per clinic account, its client built once per key."""
@@ -242,10 +312,12 @@ class StripeWebhookVerifier:
         obj = (data.get("data") or {}).get("object") or {}
         object_type = obj.get("object") if isinstance(obj, dict) else None
         intent = intent_snapshot(obj) if object_type == "payment_intent" else None
+        setup = setup_intent_snapshot(obj) if object_type == "setup_intent" else None
         return WebhookEvent(
             id=str(data["id"]),
             type=str(data["type"]),
             object_type=object_type,
             object_id=obj.get("id") if isinstance(obj, dict) else None,
             intent=intent,
+            setup_intent=setup,
         )

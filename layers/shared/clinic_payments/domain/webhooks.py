@@ -1,4 +1,5 @@
-"""Stripe webhooks: verify, deduplicate, settle through the one settlement path."""
+"""Stripe webhooks: verify, deduplicate, settle through the one settlement path; reconcile
+saved cards (setup_intent.succeeded)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from clinic_payments.domain.ports import (
     StripeObjectLink,
     WebhookVerifier,
 )
+from clinic_payments.domain.saved_cards import SavedCardService
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +45,13 @@ class WebhookService:
         payments: PaymentService,
         secrets: ClinicSecrets,
         verifier: WebhookVerifier,
+        saved_cards: SavedCardService,
     ) -> None:
         self._repo = repository
         self._payments = payments
         self._secrets = secrets
         self._verifier = verifier
+        self._saved_cards = saved_cards
 
     def handle(
         self, clinic_id: str, account_id: str, payload: bytes, signature: str | None
@@ -66,6 +70,9 @@ class WebhookService:
         return outcome
 
     def _dispatch(self, clinic_id: str, account_id: str, event: WebhookEvent) -> WebhookOutcome:
+        if event.type == "setup_intent.succeeded" and event.setup_intent is not None:
+            known = self._saved_cards.record_setup(clinic_id, account_id, event.setup_intent)
+            return WebhookOutcome.PROCESSED if known else WebhookOutcome.IGNORED
         if event.type not in INTENT_EVENTS or event.intent is None:
             return WebhookOutcome.IGNORED
         link = self._link(clinic_id, account_id, event.intent)
