@@ -14,6 +14,8 @@ from clinic_payments.api.models import (
     InvoiceOut,
     InvoicePaymentOut,
     PaymentOut,
+    SavedCardConsentOut,
+    SavedCardOut,
     SettingsOut,
     StripeAccountOut,
 )
@@ -24,6 +26,7 @@ from clinic_payments.domain.model import (
     Invoice,
     Payment,
     Role,
+    SavedCard,
     StripeAccount,
 )
 
@@ -137,6 +140,24 @@ def payment_out(payment: Payment, caller: Any, publishable_key: str | None = Non
         created_by=actor_out(payment.created_by),
         created_at=payment.created_at,
         succeeded_at=payment.succeeded_at,
+    )
+
+
+def saved_card_out(saved: SavedCard) -> SavedCardOut:
+    card, consent = saved.card, saved.consent
+    return SavedCardOut(
+        id=card.id,
+        brand=card.brand,
+        last4=card.last4,
+        exp_month=card.exp_month,
+        exp_year=card.exp_year,
+        consent=(
+            SavedCardConsentOut(
+                wording_version=consent.wording_version, by=actor_out(consent.by), at=consent.at
+            )
+            if consent
+            else None
+        ),
     )
 
 

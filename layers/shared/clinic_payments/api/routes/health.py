@@ -27,6 +27,7 @@ def all_routers() -> list[APIGatewayHttpRouter]:
     from clinic_payments.api.routes.admin import admin_router
     from clinic_payments.api.routes.invoices import invoice_reader, invoice_writer
     from clinic_payments.api.routes.payments import payment_reader, payment_writer
+    from clinic_payments.api.routes.saved_cards import saved_cards_router
     from clinic_payments.api.routes.webhooks import webhook_router
 
     return [
@@ -35,6 +36,7 @@ def all_routers() -> list[APIGatewayHttpRouter]:
         invoice_reader(),
         payment_writer(),
         payment_reader(),
+        saved_cards_router(),
         webhook_router(),
         admin_router(),
     ]
