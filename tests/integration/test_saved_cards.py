@@ -295,9 +295,13 @@ def test_a_setup_intent_this_api_did_not_create_is_ignored(clinic):
 
 
 def test_a_patient_with_no_stripe_customer_lists_nothing_without_asking_stripe(clinic):
-    before = stripe_control.count(clinic.stack.stripe_url, "GET /v1/payment_methods")
+    listings = "GET /v1/payment_methods"
+    before = stripe_control.count(clinic.stack.stripe_url, listings)
     assert list_cards(clinic, "pat_new") == []
-    assert stripe_control.count(clinic.stack.stripe_url, "GET /v1/payment_methods") == before
+    assert stripe_control.count(clinic.stack.stripe_url, listings) == before
+    save_card(clinic, "pat_a")
+    assert len(list_cards(clinic, "pat_a")) == 1
+    assert stripe_control.count(clinic.stack.stripe_url, listings) == before + 1
 
 
 # -- saving a card while paying ------------------------------------------------------------------
