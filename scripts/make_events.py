@@ -85,6 +85,7 @@ class Sample:
 
 
 INVOICES = "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices"
+PAYMENT_METHODS = "/v1/clinics/{clinic_id}/patients/{patient_id}/payment-methods"
 PATIENT_PARAMS = {"clinic_id": CLINIC, "patient_id": PATIENT}
 
 SAMPLES = [
@@ -259,6 +260,29 @@ SAMPLES = [
             "tax_rates": [{"id": "tax_hst", "name": "HST", "percent": 13}],
             "locations": [{"id": "loc_main", "name": "Main clinic"}],
         },
+    ),
+    Sample(
+        "list_payment_methods.json",
+        "GET",
+        PAYMENT_METHODS,
+        PATIENT_CALLER,
+        PATIENT_PARAMS,
+    ),
+    Sample(
+        "add_payment_method.json",
+        "POST",
+        PAYMENT_METHODS,
+        PATIENT_CALLER,
+        PATIENT_PARAMS,
+        body={"consent": {"agreed": True, "wording_version": "2026-11-01"}},
+        idempotency_key=True,
+    ),
+    Sample(
+        "remove_payment_method.json",
+        "DELETE",
+        PAYMENT_METHODS + "/{pm_id}",
+        STAFF_CALLER,
+        {**PATIENT_PARAMS, "pm_id": "pm_1QexampleVisa4242"},
     ),
     Sample(
         "get_card_on_file_terms.json",

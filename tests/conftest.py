@@ -201,6 +201,17 @@ class Api:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
             return dict(json.loads(response.read()))
 
+    def setup_intent(self, setup_intent_id: str) -> dict[str, Any]:
+        """A SetupIntent as Stripe's JSON (what a setup_intent.* event carries)."""
+        import urllib.request
+
+        request = urllib.request.Request(  # noqa: S310 - loopback Stripe fake
+            f"{self.stack.stripe_url}/v1/setup_intents/{setup_intent_id}",
+            headers={"Authorization": f"Bearer {self.secret_key}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return dict(json.loads(response.read()))
+
     def intent_event(
         self, intent: dict[str, Any], event_type: str = "payment_intent.succeeded"
     ) -> dict[str, Any]:

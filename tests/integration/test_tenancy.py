@@ -29,6 +29,7 @@ def _params(path: str, patient: str = "pat_a") -> dict[str, str]:
         "invoice_id": "inv_x",
         "payment_id": "pay_x",
         "account_id": "main",
+        "pm_id": "pm_x",
     }
     return {k: v for k, v in values.items() if "{" + k + "}" in path}
 

@@ -1,5 +1,6 @@
 """What the patient portal does with Stripe.js, as plain HTTP against the Stripe fake:
-confirm a PaymentIntent with a new card using its client secret and the publishable key."""
+confirm a PaymentIntent (confirmCardPayment) or a SetupIntent (confirmCardSetup) with a new card
+using its client secret and the publishable key."""
 
 from __future__ import annotations
 
@@ -25,20 +26,34 @@ def _post(url: str, fields: dict[str, str]) -> tuple[int, dict[str, Any]]:
         return err.code, json.loads(err.read())
 
 
+def _new_card(publishable_key: str, client_secret: str, number: str) -> dict[str, str]:
+    return {
+        "key": publishable_key,
+        "client_secret": client_secret,
+        "payment_method_data[type]": "card",
+        "payment_method_data[card][number]": number,
+        "payment_method_data[card][exp_month]": "12",
+        "payment_method_data[card][exp_year]": "2030",
+        "payment_method_data[card][cvc]": "123",
+    }
+
+
 def confirm_card(
     stripe_url: str, intent_id: str, client_secret: str, publishable_key: str, number: str = VISA
 ) -> tuple[int, dict[str, Any]]:
     return _post(
         f"{stripe_url}/v1/payment_intents/{intent_id}/confirm",
-        {
-            "key": publishable_key,
-            "client_secret": client_secret,
-            "payment_method_data[type]": "card",
-            "payment_method_data[card][number]": number,
-            "payment_method_data[card][exp_month]": "12",
-            "payment_method_data[card][exp_year]": "2030",
-            "payment_method_data[card][cvc]": "123",
-        },
+        _new_card(publishable_key, client_secret, number),
+    )
+
+
+def confirm_card_setup(
+    stripe_url: str, setup_intent_id: str, client_secret: str, publishable_key: str, number: str
+) -> tuple[int, dict[str, Any]]:
+    """Stripe.js's confirmCardSetup: save a card without paying."""
+    return _post(
+        f"{stripe_url}/v1/setup_intents/{setup_intent_id}/confirm",
+        _new_card(publishable_key, client_secret, number),
     )
 
 

@@ -43,6 +43,8 @@ from clinic_payments.domain.model import (
     Actor,
     Allocation,
     Caller,
+    CardConsent,
+    CardSetup,
     CardSummary,
     ClinicSettings,
     Credit,
@@ -58,6 +60,7 @@ from clinic_payments.domain.model import (
     PaymentStatus,
     RefundSnapshot,
     Role,
+    SetupIntentSnapshot,
     StripeAccount,
     StripeKeys,
     TaxRate,
@@ -79,6 +82,7 @@ from clinic_payments.domain.ports import (
     WebhookVerifier,
 )
 from clinic_payments.domain.refunding import RefundService
+from clinic_payments.domain.saved_cards import SavedCardService
 from clinic_payments.domain.timeutil import to_iso
 from clinic_payments.domain.webhooks import WebhookOutcome, WebhookService
 
@@ -143,6 +147,8 @@ class InMemoryPaymentsRepository:
         self.credits: dict[tuple[str, str, str], Credit] = {}
         self.ledger: dict[PatientKey, list[LedgerEntry]] = {}
         self.customers: dict[tuple[str, str, str], str] = {}
+        self.card_setups: dict[PatientKey, dict[str, CardSetup]] = {}
+        self.card_consent_records: dict[PatientKey, dict[str, CardConsent]] = {}
         self.events: dict[tuple[str, str], str] = {}
         self.idempotency: dict[str, _IdempotencyItem] = {}
         self.settle_calls = 0
@@ -378,6 +384,9 @@ class InMemoryPaymentsRepository:
                 current.balance + entry.amount, entry.currency, current.version + 1
             )
             entries.append(entry)
+        if write.card_consent is not None:
+            consents = self.card_consent_records.setdefault((p.clinic_id, p.patient_id), {})
+            consents[write.card_consent.payment_method_id] = write.card_consent
         return True
 
     def record_refund(self, write: RefundWrite) -> bool:
@@ -538,6 +547,40 @@ class InMemoryPaymentsRepository:
         # Conditional put: the first customer stored wins, and is what every caller gets.
         return self.customers.setdefault((clinic_id, patient_id, account_id), customer_id)
 
+    # -- saved cards ----------------------------------------------------------------------
+
+    def put_card_setup(self, setup: CardSetup) -> bool:
+        self._maybe_fail("put_card_setup")
+        bucket = self.card_setups.setdefault((setup.clinic_id, setup.patient_id), {})
+        if setup.id in bucket:
+            return False
+        bucket[setup.id] = setup
+        return True
+
+    def get_card_setup(self, clinic_id: str, patient_id: str, setup_id: str) -> CardSetup | None:
+        self._maybe_fail("get_card_setup")
+        return self.card_setups.get((clinic_id, patient_id), {}).get(setup_id)
+
+    def attach_card_consent(self, setup: CardSetup, consent: CardConsent) -> bool:
+        self._maybe_fail("attach_card_consent")
+        bucket = self.card_setups.get((setup.clinic_id, setup.patient_id), {})
+        stored = bucket.get(setup.id)
+        if stored is None or stored.payment_method_id not in (None, consent.payment_method_id):
+            return False
+        bucket[setup.id] = replace(stored, payment_method_id=consent.payment_method_id)
+        consents = self.card_consent_records.setdefault((setup.clinic_id, setup.patient_id), {})
+        consents[consent.payment_method_id] = consent
+        return True
+
+    def card_consents(self, clinic_id: str, patient_id: str) -> list[CardConsent]:
+        self._maybe_fail("card_consents")
+        consents = self.card_consent_records.get((clinic_id, patient_id), {})
+        return [consents[k] for k in sorted(consents)]
+
+    def forget_card_consent(self, clinic_id: str, patient_id: str, payment_method_id: str) -> None:
+        self._maybe_fail("forget_card_consent")
+        self.card_consent_records.get((clinic_id, patient_id), {}).pop(payment_method_id, None)
+
     # -- webhook events -------------------------------------------------------------------
 
     def event_processed(self, account_key: str, event_id: str) -> bool:
@@ -683,6 +726,8 @@ class FakeStripeGateway:
         self.intents: dict[str, FakeIntent] = {}
         self.customers: dict[str, str] = {}  # idempotency key -> customer id
         self.cards: dict[str, tuple[CardSummary, str | None]] = {}
+        self.setups: dict[str, SetupIntentSnapshot] = {}
+        self._setup_replies: dict[str, tuple[dict[str, Any], SetupIntentSnapshot]] = {}
         self.unavailable = False  # every call raises PaymentProviderUnavailableError
         self._outcomes: list[Outcome] = []
         self._replies: dict[str, tuple[dict[str, Any], IntentSnapshot | DomainError]] = {}
@@ -722,6 +767,17 @@ class FakeStripeGateway:
         elif status == "succeeded":
             intent.amount_received = intent.amount
         return intent.snapshot()
+
+    def confirm_setup(
+        self, setup_intent_id: str, brand: str = "visa", last4: str = "4242"
+    ) -> SetupIntentSnapshot:
+        """The portal confirms the SetupIntent with a good card: Stripe attaches it to the
+        intent's customer and the intent succeeds."""
+        setup = self.setups[setup_intent_id]
+        pm_id = self.add_card(setup.customer, brand=brand, last4=last4)
+        done = replace(setup, status="succeeded", payment_method=pm_id)
+        self.setups[setup_intent_id] = done
+        return done
 
     def intent_ids(self) -> list[str]:
         return list(self.intents)
@@ -885,6 +941,48 @@ class FakeStripeGateway:
         self._check_up()
         return self.charges.get(charge_id)
 
+    def create_setup_intent(
+        self, *, customer: str, metadata: dict[str, str], idempotency_key: str
+    ) -> SetupIntentSnapshot:
+        params: dict[str, Any] = {"customer": customer, "metadata": dict(metadata)}
+        self.calls.append(
+            GatewayCall("create_setup_intent", {**params, "idempotency_key": idempotency_key})
+        )
+        self._check_up()
+        replay = self._setup_replies.get(idempotency_key)
+        if replay is not None:
+            if replay[0] != params:
+                raise ConflictError("A retried request differed from the first.")
+            return replay[1]
+        setup_id = _next_id("seti")
+        setup = SetupIntentSnapshot(
+            id=setup_id,
+            status="requires_payment_method",
+            client_secret=f"{setup_id}_secret_{next(_ids)}",
+            customer=customer,
+            payment_method=None,
+            metadata=dict(metadata),
+        )
+        self.setups[setup_id] = setup
+        self._setup_replies[idempotency_key] = (params, setup)
+        return setup
+
+    def list_cards(self, customer: str) -> list[CardSummary]:
+        self.calls.append(GatewayCall("list_cards", {"customer": customer}))
+        self._check_up()
+        return [card for card, owner in reversed(self.cards.values()) if owner == customer]
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        self.calls.append(
+            GatewayCall("detach_payment_method", {"payment_method_id": payment_method_id})
+        )
+        self._check_up()
+        found = self.cards.get(payment_method_id)
+        if found is None or found[1] is None:
+            # Stripe: unknown, or not attached to a customer (nothing to detach).
+            raise NotFoundError("That saved card was not found for this patient.")
+        self.cards[payment_method_id] = (found[0], None)
+
 
 class FakeStripeGateways:
     """A FakeStripeGateway per clinic account, made on first use; `missing` accounts have no
@@ -980,6 +1078,19 @@ def intent_event(
         object_type="payment_intent",
         object_id=intent.id,
         intent=intent,
+    )
+
+
+def setup_event(
+    setup: SetupIntentSnapshot, event_type: str = "setup_intent.succeeded", event_id: str = ""
+) -> WebhookEvent:
+    return WebhookEvent(
+        id=event_id or _next_id("evt"),
+        type=event_type,
+        object_type="setup_intent",
+        object_id=setup.id,
+        intent=None,
+        setup_intent=setup,
     )
 
 
@@ -1088,6 +1199,7 @@ class World:
     invoices: InvoiceService
     webhooks: WebhookService
     credit: CreditService
+    saved_cards: SavedCardService
 
     @property
     def gateway(self) -> FakeStripeGateway:
@@ -1150,6 +1262,7 @@ def make_world(**settings: Any) -> World:
     secrets = FakeClinicSecrets()
     verifier = FakeWebhookVerifier()
     payments = PaymentService(repo, gateways, clock)
+    saved_cards = SavedCardService(repo, gateways, payments, clock)
     world = World(
         clock=clock,
         repo=repo,
@@ -1159,9 +1272,16 @@ def make_world(**settings: Any) -> World:
         payments=payments,
         invoices=InvoiceService(repo, clock),
         webhooks=WebhookService(
-            repo, payments, secrets, verifier, RefundService(repo, gateways, clock), gateways
+            repo,
+            payments,
+            secrets,
+            verifier,
+            RefundService(repo, gateways, clock),
+            gateways,
+            saved_cards,
         ),
         credit=CreditService(repo, clock),
+        saved_cards=saved_cards,
     )
     defaults: dict[str, Any] = {
         "clinic_name": "Test Clinic",

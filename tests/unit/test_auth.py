@@ -175,6 +175,26 @@ def test_malformed_path_ids_are_refused_with_the_field_named(bad: str) -> None:
     assert [d["field"] for d in caught.value.details] == ["patient_id"]
 
 
+def test_a_stripe_payment_method_id_passes_as_pm_id() -> None:
+    check_path_ids({"clinic_id": "clinic_a", "pm_id": "pm_1QexampleVisa4242"})
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("card_1234", id="not-a-payment-method"),
+        pytest.param("pm_", id="prefix-only"),
+        pytest.param("pm_1-2", id="hyphen"),
+        pytest.param("pm_1#CARD", id="key-separator"),
+        pytest.param("pm_1\n", id="trailing-newline"),
+    ],
+)
+def test_a_malformed_pm_id_is_refused(bad: str) -> None:
+    with pytest.raises(e.ValidationError) as caught:
+        check_path_ids({"clinic_id": "clinic_a", "pm_id": bad})
+    assert [d["field"] for d in caught.value.details] == ["pm_id"]
+
+
 def test_path_params_that_are_not_ids_are_not_checked() -> None:
     check_path_ids({"anything_else": "not an id!"})
 

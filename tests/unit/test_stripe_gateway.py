@@ -11,9 +11,11 @@ from typing import Any
 import pytest
 import stripe
 from clinic_payments.adapters.stripe_gateway import (
+    StripeGateway,
     StripeWebhookVerifier,
     _translate,
     intent_snapshot,
+    setup_intent_snapshot,
 )
 from clinic_payments.domain.errors import (
     CardDeclinedError,
@@ -156,3 +158,137 @@ def test_a_signed_body_that_is_not_an_event_is_refused():
         StripeWebhookVerifier().verify(
             payload.encode(), _signed(payload, "whsec_test", int(time.time())), "whsec_test"
         )
+
+
+# -- saved cards: SetupIntents, listing and detaching cards -------------------------------------
+
+
+class CannedHttp(stripe.HTTPClient):
+    """Stripe's HTTP layer answering canned (status, body) replies: the real SDK builds and
+    encodes each request, which is recorded as (method, url, headers, form body)."""
+
+    name = "canned"
+
+    def __init__(self, *replies: tuple[int, dict[str, Any]]) -> None:
+        super().__init__()
+        self.replies = list(replies)
+        self.requests: list[tuple[str, str, dict[str, str], str | None]] = []
+
+    def request(self, method, url, headers, post_data=None):
+        self.requests.append((method, url, dict(headers or {}), post_data))
+        status, body = self.replies.pop(0)
+        return json.dumps(body), status, {"request-id": "req_test"}
+
+    def close(self) -> None:
+        return None
+
+
+def gateway_answering(*replies: tuple[int, dict[str, Any]]) -> tuple[StripeGateway, CannedHttp]:
+    http = CannedHttp(*replies)
+    client = stripe.StripeClient("sk_test_unit", http_client=http, max_network_retries=0)
+    return StripeGateway(client), http
+
+
+def _error(code: str, message: str, param: str | None = None) -> dict[str, Any]:
+    return {
+        "error": {"type": "invalid_request_error", "code": code, "message": message, "param": param}
+    }
+
+
+def test_a_real_setup_intent_reads_into_a_snapshot(resources):
+    setup = resources["setup_intent"]
+    snapshot = setup_intent_snapshot(setup)
+    assert (snapshot.id, snapshot.status) == (setup["id"], "requires_payment_method")
+    assert snapshot.client_secret == setup["client_secret"]
+    assert (snapshot.customer, snapshot.payment_method, snapshot.metadata) == (None, None, {})
+
+
+def test_a_succeeded_setup_intent_names_its_card_and_customer_expanded_or_not(resources):
+    card, setup = resources["payment_method"], resources["setup_intent"]
+    for expanded in (False, True):
+        snapshot = setup_intent_snapshot(
+            {
+                **setup,
+                "status": "succeeded",
+                "customer": {"id": "cus_1", "object": "customer"} if expanded else "cus_1",
+                "payment_method": card if expanded else card["id"],
+                "metadata": {"clinic_id": "c", "patient_id": "p", "setup_id": "cset_1"},
+            }
+        )
+        assert (snapshot.customer, snapshot.payment_method) == ("cus_1", card["id"])
+        assert snapshot.metadata["setup_id"] == "cset_1"
+
+
+def test_a_signed_setup_intent_event_carries_its_setup_intent(resources):
+    event = {**resources["event"], "type": "setup_intent.succeeded"}
+    event["data"] = {"object": {**resources["setup_intent"], "status": "succeeded"}}
+    payload = json.dumps(event)
+    verified = StripeWebhookVerifier().verify(
+        payload.encode(), _signed(payload, "whsec_test", int(time.time())), "whsec_test"
+    )
+    assert (verified.type, verified.object_type) == ("setup_intent.succeeded", "setup_intent")
+    assert verified.intent is None
+    assert verified.setup_intent is not None
+    assert verified.setup_intent.id == resources["setup_intent"]["id"]
+
+
+def test_a_setup_intent_is_created_for_off_session_use_with_the_idempotency_key(resources):
+    reply = {**resources["setup_intent"], "customer": "cus_1", "metadata": {"setup_id": "cset_1"}}
+    gateway, http = gateway_answering((200, reply))
+    snapshot = gateway.create_setup_intent(
+        customer="cus_1", metadata={"setup_id": "cset_1"}, idempotency_key="cset_1:create"
+    )
+    [(method, url, headers, body)] = http.requests
+    assert (method, url) == ("post", "https://api.stripe.com/v1/setup_intents")
+    assert headers["Idempotency-Key"] == "cset_1:create"
+    assert body == "customer=cus_1&usage=off_session&metadata[setup_id]=cset_1"
+    assert (snapshot.id, snapshot.customer) == (reply["id"], "cus_1")
+
+
+def test_cards_are_listed_for_the_customer_type_card_one_page(resources):
+    card = resources["payment_method"]
+    listing = {"object": "list", "url": "/v1/payment_methods", "has_more": False, "data": [card]}
+    gateway, http = gateway_answering((200, listing))
+    [summary] = gateway.list_cards("cus_1")
+    [(method, url, _headers, _body)] = http.requests
+    assert method == "get"
+    assert url == "https://api.stripe.com/v1/payment_methods?customer=cus_1&type=card&limit=100"
+    assert (summary.id, summary.brand, summary.last4) == (card["id"], "visa", "4242")
+    assert (summary.exp_month, summary.exp_year) == (card["card"]["exp_month"], 2030)
+
+
+def test_detaching_posts_to_the_card(resources):
+    gateway, http = gateway_answering((200, {**resources["payment_method"], "customer": None}))
+    gateway.detach_payment_method("pm_1")
+    [(method, url, _headers, _body)] = http.requests
+    assert (method, url) == ("post", "https://api.stripe.com/v1/payment_methods/pm_1/detach")
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ((404, _error("resource_missing", "No such PaymentMethod", "id")), NotFoundError),
+        (
+            (400, _error("", "The payment method is not attached to a customer")),
+            NotFoundError,
+        ),
+        (
+            (500, {"error": {"type": "api_error", "message": "boom"}}),
+            PaymentProviderUnavailableError,
+        ),
+    ],
+    ids=["unknown", "not-attached", "stripe-down"],
+)
+def test_a_detach_stripe_refuses_is_not_found_and_an_outage_is_unavailable(reply, expected):
+    gateway, _http = gateway_answering(reply)
+    with pytest.raises(expected):
+        gateway.detach_payment_method("pm_1")
+
+
+def test_stripe_down_while_listing_or_setting_up_is_unavailable():
+    down = (503, {"error": {"type": "api_error", "message": "down"}})
+    gateway, _ = gateway_answering(down, down)
+    with pytest.raises(PaymentProviderUnavailableError):
+        gateway.list_cards("cus_1")
+    with pytest.raises(PaymentProviderUnavailableError):
+        gateway.create_setup_intent(customer="cus_1", metadata={}, idempotency_key="k")

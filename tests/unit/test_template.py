@@ -13,7 +13,14 @@ from scripts.validate_template import translate
 
 pytestmark = pytest.mark.unit
 
-ALLOWED_PATH_PARAMETERS = {"clinic_id", "patient_id", "invoice_id", "payment_id", "account_id"}
+ALLOWED_PATH_PARAMETERS = {
+    "clinic_id",
+    "patient_id",
+    "invoice_id",
+    "payment_id",
+    "account_id",
+    "pm_id",
+}
 PUBLIC_ROUTES = {
     ("GET", "/v1/health"),
     ("GET", "/v1/openapi.json"),
@@ -33,6 +40,7 @@ EXPECTED_POLICIES = {
     "TopupCreditFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "AccountCreditFunction": {"PaymentsTableWritePolicy"},
     "RefundPaymentFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
+    "SavedCardsFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "StripeWebhookFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "ReconcilePaymentsFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "ClinicAdminFunction": {

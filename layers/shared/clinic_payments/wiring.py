@@ -25,6 +25,7 @@ from clinic_payments.domain.invoicing import InvoiceService
 from clinic_payments.domain.paying import PaymentService
 from clinic_payments.domain.reconciling import Reconciler
 from clinic_payments.domain.refunding import RefundService
+from clinic_payments.domain.saved_cards import SavedCardService
 from clinic_payments.domain.webhooks import WebhookService
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class Container:
     stripe: StripeGateways
     invoices: InvoiceService
     payments: PaymentService
+    saved_cards: SavedCardService
     webhooks: WebhookService
     admin: AdminService
     credit: CreditService
@@ -79,6 +81,7 @@ def build_container(settings: RuntimeSettings) -> Container:
     stripe = StripeGateways(secrets, settings.stripe_api_base)
     payments = PaymentService(repository, stripe, clock)
     refunds = RefundService(repository, stripe, clock)
+    saved_cards = SavedCardService(repository, stripe, payments, clock)
     return Container(
         settings=settings,
         repository=repository,
@@ -86,10 +89,11 @@ def build_container(settings: RuntimeSettings) -> Container:
         stripe=stripe,
         invoices=InvoiceService(repository, clock),
         payments=payments,
-        webhooks=WebhookService(
-            repository, payments, secrets, StripeWebhookVerifier(), refunds, stripe
-        ),
         refunds=refunds,
+        saved_cards=saved_cards,
+        webhooks=WebhookService(
+            repository, payments, secrets, StripeWebhookVerifier(), refunds, stripe, saved_cards
+        ),
         admin=AdminService(repository, secrets, clock),
         credit=CreditService(repository, clock),
         reconciler=Reconciler(repository, payments, stripe, clock),

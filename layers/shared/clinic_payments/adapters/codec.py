@@ -9,6 +9,8 @@ from clinic_payments.domain.model import (
     AccountStatus,
     Actor,
     Allocation,
+    CardConsent,
+    CardSetup,
     CardSummary,
     ClinicSettings,
     Consent,
@@ -480,4 +482,76 @@ def account_from(item: Item) -> StripeAccount:
         publishable_key=str(item.get("publishable_key", "")),
         updated_at=str(item.get("updated_at", "")),
         updated_by=actor_from(item["updated_by"]),
+    )
+
+
+def consent_to(consent: Consent) -> Item:
+    return {
+        "agreed": consent.agreed,
+        "wording_version": consent.wording_version,
+        "by": actor_to(consent.by),
+        "at": consent.at,
+    }
+
+
+def consent_from(item: Item) -> Consent:
+    return Consent(
+        bool(item["agreed"]),
+        str(item["wording_version"]),
+        actor_from(item["by"]),
+        str(item["at"]),
+    )
+
+
+def card_setup_to_item(setup: CardSetup) -> Item:
+    return {
+        "pk": patient_pk(setup.clinic_id, setup.patient_id),
+        "sk": f"CARD_SETUP#{setup.id}",
+        "type": "card_setup",
+        "id": setup.id,
+        "clinic_id": setup.clinic_id,
+        "patient_id": setup.patient_id,
+        "account_id": setup.account_id,
+        "customer_id": setup.customer_id,
+        "consent": consent_to(setup.consent),
+        "created_at": setup.created_at,
+        "setup_intent_id": setup.setup_intent_id,
+        "payment_method_id": setup.payment_method_id,
+    }
+
+
+def card_setup_from(item: Item) -> CardSetup:
+    return CardSetup(
+        id=str(item["id"]),
+        clinic_id=str(item["clinic_id"]),
+        patient_id=str(item["patient_id"]),
+        account_id=str(item["account_id"]),
+        customer_id=str(item["customer_id"]),
+        consent=consent_from(item["consent"]),
+        created_at=str(item["created_at"]),
+        setup_intent_id=item.get("setup_intent_id"),
+        payment_method_id=item.get("payment_method_id"),
+    )
+
+
+def card_consent_to_item(clinic_id: str, patient_id: str, c: CardConsent) -> Item:
+    return {
+        "pk": patient_pk(clinic_id, patient_id),
+        "sk": f"CARD#{c.payment_method_id}",
+        "type": "card_consent",
+        "payment_method_id": c.payment_method_id,
+        "account_id": c.account_id,
+        "consent": consent_to(c.consent),
+        "setup_id": c.setup_id,
+        "payment_id": c.payment_id,
+    }
+
+
+def card_consent_from(item: Item) -> CardConsent:
+    return CardConsent(
+        payment_method_id=str(item["payment_method_id"]),
+        account_id=str(item["account_id"]),
+        consent=consent_from(item["consent"]),
+        setup_id=item.get("setup_id"),
+        payment_id=item.get("payment_id"),
     )

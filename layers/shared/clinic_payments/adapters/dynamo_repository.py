@@ -24,6 +24,8 @@ from clinic_payments.domain.errors import (
 )
 from clinic_payments.domain.model import (
     Allocation,
+    CardConsent,
+    CardSetup,
     CardSummary,
     ClinicSettings,
     Credit,
@@ -420,6 +422,10 @@ class DynamoPaymentsRepository:
             # One balance per currency: an overpayment in CAD never adds to USD.
             items.append({"Update": self._credit_update(pk, write.credit_entry, guard=False)})
             items.append({"Put": self._ledger_put(p.clinic_id, p.patient_id, write.credit_entry)})
+        if write.card_consent is not None:
+            # The card saved while paying: its consent is on file the moment the payment is.
+            item = codec.card_consent_to_item(p.clinic_id, p.patient_id, write.card_consent)
+            items.append({"Put": {"TableName": self._table, "Item": _dump(item)}})
         try:
             self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -777,6 +783,76 @@ class DynamoPaymentsRepository:
                     return existing
             raise
         return customer_id
+
+    # -- saved cards -------------------------------------------------------------------------
+
+    def put_card_setup(self, setup: CardSetup) -> bool:
+        try:
+            self._ddb.put_item(
+                TableName=self._table,
+                Item=_dump(codec.card_setup_to_item(setup)),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def get_card_setup(self, clinic_id: str, patient_id: str, setup_id: str) -> CardSetup | None:
+        item = self._get(patient_pk(clinic_id, patient_id), f"CARD_SETUP#{setup_id}")
+        return codec.card_setup_from(item) if item else None
+
+    def attach_card_consent(self, setup: CardSetup, consent: CardConsent) -> bool:
+        pk = patient_pk(setup.clinic_id, setup.patient_id)
+        try:
+            self._ddb.transact_write_items(
+                TransactItems=[
+                    {
+                        "Update": {
+                            "TableName": self._table,
+                            "Key": _dump({"pk": pk, "sk": f"CARD_SETUP#{setup.id}"}),
+                            "UpdateExpression": "SET payment_method_id = :pm",
+                            # A setup saves one card: reconciled once, with that card only.
+                            "ConditionExpression": (
+                                "attribute_exists(pk) AND (attribute_not_exists("
+                                "payment_method_id) OR payment_method_id = :null "
+                                "OR payment_method_id = :pm)"
+                            ),
+                            "ExpressionAttributeValues": _values(
+                                {":pm": consent.payment_method_id, ":null": None}
+                            ),
+                        }
+                    },
+                    {
+                        "Put": {
+                            "TableName": self._table,
+                            "Item": _dump(
+                                codec.card_consent_to_item(
+                                    setup.clinic_id, setup.patient_id, consent
+                                )
+                            ),
+                        }
+                    },
+                ]
+            )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                failed = _failed_conditions(exc)
+                if failed and failed[0]:
+                    return False
+            raise  # a concurrent transaction: the webhook answers 5xx and Stripe retries
+        return True
+
+    def card_consents(self, clinic_id: str, patient_id: str) -> list[CardConsent]:
+        items = self._query_all(patient_pk(clinic_id, patient_id), "CARD#")
+        return [codec.card_consent_from(i) for i in items]
+
+    def forget_card_consent(self, clinic_id: str, patient_id: str, payment_method_id: str) -> None:
+        self._ddb.delete_item(
+            TableName=self._table,
+            Key=_dump({"pk": patient_pk(clinic_id, patient_id), "sk": f"CARD#{payment_method_id}"}),
+        )
 
     # -- webhook events ------------------------------------------------------------------------
 

@@ -13,8 +13,10 @@ import stripe
 from stripe.params import (
     CustomerCreateParams,
     PaymentIntentCreateParams,
+    PaymentMethodListParams,
     RefundCreateParams,
     RefundListParams,
+    SetupIntentCreateParams,
 )
 
 from clinic_payments.domain.errors import (
@@ -33,6 +35,7 @@ from clinic_payments.domain.model import (
     Failure,
     IntentSnapshot,
     RefundSnapshot,
+    SetupIntentSnapshot,
     WebhookEvent,
 )
 from clinic_payments.domain.ports import ClinicSecrets
@@ -43,6 +46,8 @@ WEBHOOK_TOLERANCE_SECONDS = 300
 _TIMEOUT = (3.05, 12.0)
 _RETRIES = 2
 GENERIC_DESCRIPTION = "Clinic services"  # never names a service, a diagnosis or a patient
+# One page of a customer's cards: a patient keeps a handful, so one page lists them all.
+CARDS_PAGE_SIZE = 100
 
 
 def _card(pm: Any) -> CardSummary | None:
@@ -91,6 +96,27 @@ def intent_snapshot(data: dict[str, Any]) -> IntentSnapshot:
         else (CardSummary(pm, None, None) if pm else None),
         last_error=_failure(data.get("last_payment_error")),
         customer=customer if isinstance(customer, str) else (customer or {}).get("id"),
+    )
+
+
+def _id_of(value: Any) -> str | None:
+    """An expandable field: the object's id whether Stripe sent the id or the object."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and value.get("id"):
+        return str(value["id"])
+    return None
+
+
+def setup_intent_snapshot(data: dict[str, Any]) -> SetupIntentSnapshot:
+    """A SetupIntent (from the API or an event) as the domain sees it."""
+    return SetupIntentSnapshot(
+        id=str(data["id"]),
+        status=str(data.get("status")),
+        client_secret=data.get("client_secret"),
+        customer=_id_of(data.get("customer")),
+        payment_method=_id_of(data.get("payment_method")),
+        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
     )
 
 
@@ -248,6 +274,45 @@ class StripeGateway:
         intent = charge.payment_intent
         return intent if isinstance(intent, str) or intent is None else str(intent.id)
 
+    def create_setup_intent(
+        self, *, customer: str, metadata: dict[str, str], idempotency_key: str
+    ) -> SetupIntentSnapshot:
+        params: SetupIntentCreateParams = {
+            "customer": customer,
+            # Saved to be charged later, also while the patient is away (staff, off-session).
+            "usage": "off_session",
+            "metadata": metadata,
+        }
+        try:
+            intent = self._client.v1.setup_intents.create(
+                params=params, options={"idempotency_key": idempotency_key}
+            )
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return setup_intent_snapshot(intent.to_dict())
+
+    def list_cards(self, customer: str) -> list[CardSummary]:
+        params: PaymentMethodListParams = {
+            "customer": customer,
+            "type": "card",
+            "limit": CARDS_PAGE_SIZE,
+        }
+        try:
+            page = self._client.v1.payment_methods.list(params=params)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        cards = (_card(pm.to_dict()) for pm in page.data)
+        return [card for card in cards if card is not None]
+
+    def detach_payment_method(self, payment_method_id: str) -> None:
+        try:
+            self._client.v1.payment_methods.detach(payment_method_id)
+        except stripe.InvalidRequestError as exc:
+            # Unknown, or not attached to a customer (removed meanwhile): not found either way.
+            raise NotFoundError("That saved card was not found for this patient.") from exc
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+
 
 class StripeGateways:
     """StripeGateways port: a gateway per clinic account, its client built once per key."""
@@ -301,15 +366,8 @@ class StripeWebhookVerifier:
             intent=intent_snapshot(obj) if object_type == "payment_intent" else None,
             charge=charge_snapshot(obj) if object_type == "charge" else None,
             dispute=dispute_snapshot(obj) if object_type == "dispute" else None,
+            setup_intent=setup_intent_snapshot(obj) if object_type == "setup_intent" else None,
         )
-
-
-def _id_of(value: Any) -> str | None:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict) and value.get("id"):
-        return str(value["id"])
-    return None
 
 
 def charge_snapshot(data: dict[str, Any]) -> ChargeSnapshot:

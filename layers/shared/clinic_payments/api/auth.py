@@ -25,7 +25,9 @@ from clinic_payments.domain.errors import (
 from clinic_payments.domain.model import Caller, Role
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
-PATH_IDS = ("clinic_id", "patient_id", "invoice_id", "payment_id", "account_id")
+# Stripe's payment method ids, as a payment's payment_method_id takes them.
+PAYMENT_METHOD_ID_PATTERN = re.compile(r"pm_[A-Za-z0-9_]{1,250}")
+PATH_IDS = ("clinic_id", "patient_id", "invoice_id", "payment_id", "account_id", "pm_id")
 
 Middleware = Callable[[APIGatewayHttpResolver, NextMiddleware], Response[Any]]
 
@@ -72,8 +74,10 @@ def check_path_ids(params: dict[str, str]) -> None:
     bad = [
         {"field": name, "issue": "must be 1 to 64 characters of A-Z a-z 0-9 _ -"}
         for name in PATH_IDS
-        if name in params and not ID_PATTERN.fullmatch(params[name])
+        if name in params and name != "pm_id" and not ID_PATTERN.fullmatch(params[name])
     ]
+    if "pm_id" in params and not PAYMENT_METHOD_ID_PATTERN.fullmatch(params["pm_id"]):
+        bad.append({"field": "pm_id", "issue": "must be a Stripe payment method id (pm_...)"})
     if bad:
         raise ValidationError("Invalid identifier in the path.", bad)
 

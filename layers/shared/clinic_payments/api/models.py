@@ -69,6 +69,11 @@ class CreatePaymentRequest(Strict):
     location_id: Id | None = None
 
 
+class AddPaymentMethodRequest(Strict):
+    # Optional here so that a missing consent is consent_required (422), as for payments.
+    consent: ConsentRequest | None = None
+
+
 class TaxRateModel(Strict):
     id: Id
     name: ShortText
@@ -237,6 +242,32 @@ class PaymentOut(BaseModel):
     refunded_amount: int = 0
     refunds: list[RefundOut] = []
     dispute: DisputeOut | None = None
+
+
+class SavedCardConsentOut(BaseModel):
+    wording_version: str
+    by: ActorOut
+    at: str
+
+
+class SavedCardOut(BaseModel):
+    id: str
+    brand: str | None
+    last4: str | None
+    exp_month: int | None
+    exp_year: int | None
+    consent: SavedCardConsentOut | None
+
+
+class SavedCardListOut(BaseModel):
+    items: list[SavedCardOut]
+    next_cursor: str | None = None  # every card is in the one page
+
+
+class CardSetupOut(BaseModel):
+    setup_intent_id: str
+    client_secret: str | None
+    publishable_key: str | None
 
 
 class StripeAccountOut(BaseModel):

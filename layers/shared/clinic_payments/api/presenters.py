@@ -17,6 +17,8 @@ from clinic_payments.api.models import (
     InvoicePaymentOut,
     PaymentOut,
     RefundOut,
+    SavedCardConsentOut,
+    SavedCardOut,
     SettingsOut,
     StripeAccountOut,
 )
@@ -28,6 +30,7 @@ from clinic_payments.domain.model import (
     LedgerEntry,
     Payment,
     Role,
+    SavedCard,
     StripeAccount,
 )
 
@@ -185,6 +188,24 @@ def activity_out(entry: LedgerEntry) -> ActivityOut:
         reason=entry.reason,
         actor=actor_out(entry.actor),
         at=entry.at,
+    )
+
+
+def saved_card_out(saved: SavedCard) -> SavedCardOut:
+    card, consent = saved.card, saved.consent
+    return SavedCardOut(
+        id=card.id,
+        brand=card.brand,
+        last4=card.last4,
+        exp_month=card.exp_month,
+        exp_year=card.exp_year,
+        consent=(
+            SavedCardConsentOut(
+                wording_version=consent.wording_version, by=actor_out(consent.by), at=consent.at
+            )
+            if consent
+            else None
+        ),
     )
 
 

@@ -378,6 +378,57 @@ class IntentSnapshot:
 
 
 @dataclass(frozen=True)
+class SetupIntentSnapshot:
+    """What the domain needs of a Stripe SetupIntent (a card saved without paying)."""
+
+    id: str
+    status: str
+    client_secret: str | None
+    customer: str | None
+    payment_method: str | None  # the id of the card it set up, once it has one
+    metadata: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CardSetup:
+    """A request to save a card without paying: the consent given, before Stripe has the card.
+
+    Written before the SetupIntent is created; its id is in the SetupIntent's metadata, so
+    setup_intent.succeeded finds it and moves the consent onto the card it set up."""
+
+    id: str
+    clinic_id: str
+    patient_id: str
+    account_id: str
+    customer_id: str
+    consent: Consent
+    created_at: str
+    setup_intent_id: str | None = None
+    payment_method_id: str | None = None  # set once the card is known (reconciled)
+
+
+@dataclass(frozen=True)
+class CardConsent:
+    """The consent on file for one saved card, keyed by its payment method id. Saved on its
+    own (setup_id) or while paying (payment_id)."""
+
+    payment_method_id: str
+    account_id: str
+    consent: Consent
+    setup_id: str | None = None
+    payment_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SavedCard:
+    """A card Stripe holds for the patient's customer, with our record of the consent (None
+    when the card reached the customer some other way, e.g. Stripe's dashboard)."""
+
+    card: CardSummary
+    consent: Consent | None
+
+
+@dataclass(frozen=True)
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
@@ -385,13 +436,14 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True)
 class WebhookEvent:
-    """A verified Stripe event: its id, type, and the PaymentIntent it carries, if any."""
+    """A verified Stripe event: its id, type, and the PaymentIntent or SetupIntent it carries."""
 
     id: str
     type: str
     object_type: str | None
     object_id: str | None
     intent: IntentSnapshot | None
+    setup_intent: SetupIntentSnapshot | None = None
     charge: ChargeSnapshot | None = None
     dispute: DisputeSnapshot | None = None
 

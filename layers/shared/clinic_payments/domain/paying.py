@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -31,6 +32,7 @@ from clinic_payments.domain.invoices import status_after
 from clinic_payments.domain.model import (
     AccountStatus,
     Caller,
+    CardConsent,
     CardSummary,
     ClinicSettings,
     Consent,
@@ -260,7 +262,17 @@ class PaymentService:
     ) -> Consent | None:
         if not request.save_card:
             return None
-        given = request.consent
+        return self._card_on_file_consent(caller, request.consent, settings)
+
+    def consent_to_save_card(
+        self, caller: Caller, clinic_id: str, given: ConsentGiven | None
+    ) -> Consent:
+        """The card-on-file consent rule, for a card saved without paying (a SetupIntent)."""
+        return self._card_on_file_consent(caller, given, self._settings(clinic_id))
+
+    def _card_on_file_consent(
+        self, caller: Caller, given: ConsentGiven | None, settings: ClinicSettings
+    ) -> Consent:
         if given is None or not given.agreed:
             raise ConsentRequiredError(
                 "Saving a card needs the payer's agreement to the card-on-file terms: the "
@@ -282,15 +294,23 @@ class PaymentService:
     def _charging_account(
         self, clinic_id: str, caller: Caller, purpose: PaymentPurpose
     ) -> StripeAccount:
+        if purpose is PaymentPurpose.CREDIT_TOPUP:
+            return self._active_account(clinic_id, lambda a: a.primary)
+        if caller.role is Role.PATIENT:
+            return self._active_account(clinic_id, lambda a: a.portal_default)
+        return self._active_account(clinic_id, lambda a: a.admin_default)
+
+    def saved_cards_account(self, clinic_id: str) -> StripeAccount:
+        """Where a patient's cards are saved and listed: the clinic's portal-default account."""
+        return self._active_account(clinic_id, lambda a: a.portal_default)
+
+    def _active_account(
+        self, clinic_id: str, wanted: Callable[[StripeAccount], bool]
+    ) -> StripeAccount:
         accounts = [
             a for a in self._repo.list_accounts(clinic_id) if a.status is AccountStatus.ACTIVE
         ]
-        if purpose is PaymentPurpose.CREDIT_TOPUP:
-            chosen = next((a for a in accounts if a.primary), None)
-        elif caller.role is Role.PATIENT:
-            chosen = next((a for a in accounts if a.portal_default), None)
-        else:
-            chosen = next((a for a in accounts if a.admin_default), None)
+        chosen = next((a for a in accounts if wanted(a)), None)
         chosen = chosen or (accounts[0] if len(accounts) == 1 else None)
         if chosen is None:
             raise ConflictError("This clinic has no active Stripe account for this payment.")
@@ -365,20 +385,23 @@ class PaymentService:
         return self._after_intent(payment, intent)
 
     def _customer(self, payment: Payment) -> str:
-        account_id = str(payment.stripe_account_id)
-        found = self._repo.get_customer_id(payment.clinic_id, payment.patient_id, account_id)
+        return self.customer_id(
+            payment.clinic_id, payment.patient_id, str(payment.stripe_account_id)
+        )
+
+    def customer_id(self, clinic_id: str, patient_id: str, account_id: str) -> str:
+        """The patient's Stripe customer in this account, created on first use."""
+        found = self._repo.get_customer_id(clinic_id, patient_id, account_id)
         if found:
             return found
-        gateway = self._stripe.for_account(payment.clinic_id, account_id)
+        gateway = self._stripe.for_account(clinic_id, account_id)
         created = gateway.create_customer(
-            payment.clinic_id,
-            payment.patient_id,
-            idempotency_key=f"customer:{payment.clinic_id}:{payment.patient_id}:{account_id}",
+            clinic_id,
+            patient_id,
+            idempotency_key=f"customer:{clinic_id}:{patient_id}:{account_id}",
         )
         # A concurrent request may have stored another customer first: use the stored one.
-        return self._repo.put_customer_id(
-            payment.clinic_id, payment.patient_id, account_id, created
-        )
+        return self._repo.put_customer_id(clinic_id, patient_id, account_id, created)
 
     def _after_intent(self, payment: Payment, intent: IntentSnapshot) -> Payment:
         link = StripeObjectLink(
@@ -543,4 +566,18 @@ class PaymentService:
             previous_statuses=statuses_before(PaymentStatus.SUCCEEDED),
             invoices=credits,
             credit_entry=entry,
+            card_consent=_card_consent_of(final),
         )
+
+
+def _card_consent_of(payment: Payment) -> CardConsent | None:
+    """A card saved while paying keeps the payer's consent, matched to the card Stripe saved."""
+    card = payment.payment_method
+    if not payment.save_card or payment.consent is None or card is None:
+        return None
+    return CardConsent(
+        payment_method_id=card.id,
+        account_id=str(payment.stripe_account_id),
+        consent=payment.consent,
+        payment_id=payment.id,
+    )

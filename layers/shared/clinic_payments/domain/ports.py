@@ -7,6 +7,8 @@ from typing import Protocol
 
 from clinic_payments.domain.model import (
     Allocation,
+    CardConsent,
+    CardSetup,
     CardSummary,
     ClinicSettings,
     Credit,
@@ -22,6 +24,7 @@ from clinic_payments.domain.model import (
     PaymentStatus,
     RefundRecord,
     RefundSnapshot,
+    SetupIntentSnapshot,
     StripeAccount,
     StripeKeys,
     WebhookEvent,
@@ -55,6 +58,8 @@ class SettlementWrite:
     previous_statuses: list[PaymentStatus]
     invoices: list[InvoiceCredit]
     credit_entry: LedgerEntry | None
+    # A card saved while paying: its consent record, written with the settlement.
+    card_consent: CardConsent | None = None
 
 
 @dataclass(frozen=True)
@@ -189,6 +194,24 @@ class PaymentsRepository(Protocol):
         self, clinic_id: str, patient_id: str, account_id: str, customer_id: str
     ) -> str: ...
 
+    # saved cards: consent records (which cards exist is Stripe's to say)
+    def put_card_setup(self, setup: CardSetup) -> bool:
+        """Record a card setup unless one with its id exists: True when this call wrote it."""
+        ...
+
+    def get_card_setup(
+        self, clinic_id: str, patient_id: str, setup_id: str
+    ) -> CardSetup | None: ...
+    def attach_card_consent(self, setup: CardSetup, consent: CardConsent) -> bool:
+        """Mark the setup reconciled with its card and record the card's consent, together.
+        False when the setup was reconciled with another card already."""
+        ...
+
+    def card_consents(self, clinic_id: str, patient_id: str) -> list[CardConsent]: ...
+    def forget_card_consent(
+        self, clinic_id: str, patient_id: str, payment_method_id: str
+    ) -> None: ...
+
     # webhook events
     def event_processed(self, account_key: str, event_id: str) -> bool: ...
     def mark_event_processed(self, account_key: str, event_id: str, event_type: str) -> None: ...
@@ -236,6 +259,17 @@ class StripeGateway(Protocol):
     ) -> RefundSnapshot: ...
     def list_refunds(self, payment_intent_id: str) -> list[RefundSnapshot]: ...
     def payment_intent_of_charge(self, charge_id: str) -> str | None: ...
+    def create_setup_intent(
+        self, *, customer: str, metadata: dict[str, str], idempotency_key: str
+    ) -> SetupIntentSnapshot:
+        """A SetupIntent for saving a card for off-session use, to confirm with Stripe.js."""
+        ...
+
+    def list_cards(self, customer: str) -> list[CardSummary]:
+        """The cards attached to the customer, newest first."""
+        ...
+
+    def detach_payment_method(self, payment_method_id: str) -> None: ...
 
 
 class StripeGateways(Protocol):

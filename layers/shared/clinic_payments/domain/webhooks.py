@@ -1,4 +1,5 @@
-"""Stripe webhooks: verify, deduplicate, settle through the one settlement path."""
+"""Stripe webhooks: verify, deduplicate, settle through the one settlement path; reconcile
+saved cards (setup_intent.succeeded)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from clinic_payments.domain.ports import (
     WebhookVerifier,
 )
 from clinic_payments.domain.refunding import RefundService
+from clinic_payments.domain.saved_cards import SavedCardService
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class WebhookService:
         verifier: WebhookVerifier,
         refunds: RefundService,
         stripe: StripeGateways,
+        saved_cards: SavedCardService,
     ) -> None:
         self._repo = repository
         self._payments = payments
@@ -64,6 +67,7 @@ class WebhookService:
         self._verifier = verifier
         self._refunds = refunds
         self._stripe = stripe
+        self._saved_cards = saved_cards
 
     def handle(
         self, clinic_id: str, account_id: str, payload: bytes, signature: str | None
@@ -86,6 +90,9 @@ class WebhookService:
             return self._charge_refunded(clinic_id, account_id, event.charge)
         if event.type in DISPUTE_EVENTS and event.dispute is not None:
             return self._dispute(clinic_id, account_id, event.dispute)
+        if event.type == "setup_intent.succeeded" and event.setup_intent is not None:
+            known = self._saved_cards.record_setup(clinic_id, account_id, event.setup_intent)
+            return WebhookOutcome.PROCESSED if known else WebhookOutcome.IGNORED
         if event.type not in INTENT_EVENTS or event.intent is None:
             return WebhookOutcome.IGNORED
         link = self._link(clinic_id, account_id, event.intent)

@@ -22,6 +22,16 @@ def responses(status: int, model: type[BaseModel], *errors: int) -> dict[int, An
     out: dict[int, Any] = {
         status: {"description": "OK", "content": {"application/json": {"model": model}}}
     }
-    for code in errors:
-        out[code] = {"description": "Error", "content": {"application/json": {"model": ErrorOut}}}
-    return out
+    return out | _errors(errors)
+
+
+def no_content(*errors: int) -> dict[int, Any]:
+    """OpenAPI responses of a route that answers 204 without a body."""
+    return {204: {"description": "No content"}} | _errors(errors)
+
+
+def _errors(codes: tuple[int, ...]) -> dict[int, Any]:
+    return {
+        code: {"description": "Error", "content": {"application/json": {"model": ErrorOut}}}
+        for code in codes
+    }

@@ -28,6 +28,7 @@ def all_routers() -> list[APIGatewayHttpRouter]:
     from clinic_payments.api.routes.credit import credit_router, topup_router
     from clinic_payments.api.routes.invoices import invoice_reader, invoice_writer
     from clinic_payments.api.routes.payments import payment_reader, payment_writer, refund_router
+    from clinic_payments.api.routes.saved_cards import saved_cards_router
     from clinic_payments.api.routes.webhooks import webhook_router
 
     return [
@@ -36,6 +37,7 @@ def all_routers() -> list[APIGatewayHttpRouter]:
         invoice_reader(),
         payment_writer(),
         payment_reader(),
+        saved_cards_router(),
         webhook_router(),
         admin_router(),
         credit_router(),
