@@ -8,7 +8,7 @@ from clinic_payments.api.observability import logger, metrics
 from clinic_payments.wiring import container
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = container().reconciler.run()

@@ -645,3 +645,38 @@ def test_client_secret_is_shown_only_to_its_owner(clinic):
     )
     assert status == 200
     assert seen_by_staff["client_secret"] is None
+
+
+def test_staff_charge_a_saved_card_in_the_account_where_cards_are_saved(stack):
+    from tests.conftest import make_clinic
+
+    clinic = make_clinic(stack)  # "main": admin default, portal default, primary
+    portal_pk = f"pk_test_portal_{clinic.clinic_id}"
+    status, _ = clinic.call(
+        "PUT",
+        "/v1/clinics/{clinic_id}/stripe-accounts/{account_id}",
+        {"account_id": "portal"},
+        role="admin",
+        body={
+            "name": "Portal",
+            "secret_key": f"sk_test_portal_{clinic.clinic_id}",
+            "publishable_key": portal_pk,
+            "webhook_secret": "whsec_portal_secret",
+            "portal_default": True,
+        },
+    )
+    assert status == 200
+    invoice = clinic.create_invoice("pat_a", 2000)
+    status, payment = clinic.pay(
+        "pat_a",
+        {
+            "method": "card",
+            "save_card": True,
+            "allocations": [{"invoice_id": invoice["id"]}],
+            "consent": {"agreed": True, "wording_version": "2026-11-01"},
+        },
+        role="staff",
+    )
+    assert status == 201, payment
+    # Staff saving a card while paying use the account where the patient's cards are listed.
+    assert payment["publishable_key"] == portal_pk

@@ -214,7 +214,7 @@ class PaymentService:
         fee = 0
         account: StripeAccount | None = None
         if request.method is PaymentMethodType.CARD:
-            account = self._charging_account(clinic_id, caller, request.purpose)
+            account = self._charging_account(clinic_id, caller, request)
             if settings.pass_processing_fees:
                 rate = settings.fee_schedule["card"]
                 fee = fee_for(amount, rate.percent, rate.fixed)
@@ -292,11 +292,13 @@ class PaymentService:
         return settings
 
     def _charging_account(
-        self, clinic_id: str, caller: Caller, purpose: PaymentPurpose
+        self, clinic_id: str, caller: Caller, request: PaymentRequest
     ) -> StripeAccount:
-        if purpose is PaymentPurpose.CREDIT_TOPUP:
+        if request.purpose is PaymentPurpose.CREDIT_TOPUP:
             return self._active_account(clinic_id, lambda a: a.primary)
-        if caller.role is Role.PATIENT:
+        if caller.role is Role.PATIENT or request.payment_method_id or request.save_card:
+            # A saved card lives in one Stripe account (where cards are saved and listed):
+            # charging or saving one goes there, whoever does it, staff included.
             return self._active_account(clinic_id, lambda a: a.portal_default)
         return self._active_account(clinic_id, lambda a: a.admin_default)
 
