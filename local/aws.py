@@ -25,6 +25,8 @@ from local.template import table_definition, ttl_attribute
 REGION = "us-east-1"
 # moto accepts any credentials; these make sure boto3 never looks for real ones.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+# Receipts and pay-online requests come from this address (verified in moto's SES).
+RECEIPTS_FROM = "receipts@clinic-payments.test"
 
 
 def free_port() -> int:
@@ -90,7 +92,14 @@ def aws_env(moto_url: str, table_name: str, secrets_prefix: str) -> dict[str, st
         "AWS_ENDPOINT_URL": moto_url,
         "TABLE_NAME": table_name,
         "CLINIC_SECRETS_PREFIX": secrets_prefix,
+        "RECEIPTS_FROM_ADDRESS": RECEIPTS_FROM,
     }
+
+
+def verify_receipts_sender(moto_url: str) -> None:
+    """Verify the sender in SES, as a deployment does once by hand (docs/deploy.md): moto, like
+    SES, refuses to send from an address that is not a verified identity."""
+    client("ses", moto_url).verify_email_identity(EmailAddress=RECEIPTS_FROM)
 
 
 def client(service: str, moto_url: str) -> Any:

@@ -18,7 +18,13 @@ from collections.abc import Mapping
 from contextlib import ExitStack, closing
 from types import FrameType
 
-from local.aws import aws_env, create_payments_table, free_port, start_moto
+from local.aws import (
+    aws_env,
+    create_payments_table,
+    free_port,
+    start_moto,
+    verify_receipts_sender,
+)
 from local.gateway import LocalGateway
 from local.seed import DEMO_ACCOUNT, DEMO_CLINIC, DEMO_PATIENTS, SeedError, seed_demo
 from local.tokens import issue_token, public_key
@@ -110,6 +116,7 @@ def serve(ports: Mapping[str, int], stack: ExitStack) -> None:
     stack.callback(stripe.stop)
     os.environ.update(handler_env(moto.url, stripe.url))
     create_payments_table(moto.url, TABLE_NAME)
+    verify_receipts_sender(moto.url)
 
     gateway = LocalGateway(HOST, ports["API_PORT"], public_key=public_key()).start()
     stack.callback(gateway.stop)
@@ -122,6 +129,7 @@ def serve(ports: Mapping[str, int], stack: ExitStack) -> None:
     _say(f"API:          {gateway.url}")
     _say(f"Stripe fake:  {stripe.url}")
     _say(f"moto:         {moto.url}")
+    _say(f"emails sent:  {moto.url}/moto-api/data.json (ses > RawMessage)")
     _say(f"docs:         {gateway.url}/v1/docs")
     _say(f"clinic:       {DEMO_CLINIC} (Stripe account {DEMO_ACCOUNT})")
     _say(f"patients:     {', '.join(DEMO_PATIENTS)}")

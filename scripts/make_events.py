@@ -220,6 +220,21 @@ SAMPLES = [
         PATIENT_CALLER,
         {"clinic_id": CLINIC},
     ),
+    Sample(
+        "get_receipt.json",
+        "GET",
+        "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}/receipt",
+        PATIENT_CALLER,
+        {**PATIENT_PARAMS, "payment_id": PAYMENT},
+        query={"format": "pdf"},
+    ),
+    Sample(
+        "get_invoice_pdf.json",
+        "GET",
+        INVOICES + "/{invoice_id}/pdf",
+        PATIENT_CALLER,
+        {**PATIENT_PARAMS, "invoice_id": "inv_1"},
+    ),
 ]
 
 

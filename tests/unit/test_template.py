@@ -29,9 +29,23 @@ EXPECTED_POLICIES = {
     "HealthFunction": set(),
     "CreateInvoiceFunction": {"PaymentsTableWritePolicy"},
     "ReadAccountFunction": {"PaymentsTableReadPolicy"},
-    "PayInvoiceFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
-    "StripeWebhookFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
-    "ReconcilePaymentsFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
+    # Functions that settle payments email receipts.
+    "PayInvoiceFunction": {
+        "PaymentsTableWritePolicy",
+        "ClinicStripeSecretsReadPolicy",
+        "ReceiptsEmailSendPolicy",
+    },
+    "StripeWebhookFunction": {
+        "PaymentsTableWritePolicy",
+        "ClinicStripeSecretsReadPolicy",
+        "ReceiptsEmailSendPolicy",
+    },
+    "ReconcilePaymentsFunction": {
+        "PaymentsTableWritePolicy",
+        "ClinicStripeSecretsReadPolicy",
+        "ReceiptsEmailSendPolicy",
+    },
+    "DocumentsFunction": {"PaymentsTableReadPolicy"},
     "ClinicAdminFunction": {
         "PaymentsTableWritePolicy",
         "ClinicStripeSecretsReadPolicy",
@@ -242,6 +256,26 @@ def test_secrets_access_is_scoped_to_the_clinic_secrets_prefix(
         assert as_list(statement["Resource"]) == [{"Fn::Sub": SECRETS_PREFIX_ARN}], owner
     read = dict(secret_statements)["ClinicStripeSecretsReadPolicy"]
     assert as_list(read["Action"]) == ["secretsmanager:GetSecretValue"]
+
+
+def test_email_is_sent_only_from_the_receipts_address(
+    template: dict[str, Any], cloudformation: dict[str, Any]
+) -> None:
+    globals_ = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert globals_["RECEIPTS_FROM_ADDRESS"] == {"Ref": "ReceiptsFromAddress"}
+    ses = [
+        (owner, statement)
+        for owner, statement in allow_statements(cloudformation)
+        if any(a.startswith("ses:") for a in as_list(statement["Action"]))
+    ]
+    assert [owner for owner, _ in ses] == ["ReceiptsEmailSendPolicy"]
+    [(_, statement)] = ses
+    assert sorted(as_list(statement["Action"])) == ["ses:SendEmail", "ses:SendRawEmail"]
+    assert statement["Condition"] == {
+        "StringEquals": {"ses:FromAddress": {"Ref": "ReceiptsFromAddress"}}
+    }
+    for resource in as_list(statement["Resource"]):
+        assert ":identity/" in str(resource), resource
 
 
 def test_table_access_is_scoped_to_the_payments_table(cloudformation: dict[str, Any]) -> None:

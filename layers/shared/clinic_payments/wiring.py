@@ -17,17 +17,22 @@ from pydantic import BaseModel, Field
 
 from clinic_payments.adapters.clock import SystemClock
 from clinic_payments.adapters.dynamo_repository import DynamoPaymentsRepository
+from clinic_payments.adapters.pdf import PdfRenderer
 from clinic_payments.adapters.secrets import SecretsManagerClinicSecrets
+from clinic_payments.adapters.ses_email import SesEmailSender
 from clinic_payments.adapters.stripe_gateway import StripeGateways, StripeWebhookVerifier
 from clinic_payments.domain.administering import AdminService
+from clinic_payments.domain.documents import DocumentService
 from clinic_payments.domain.invoicing import InvoiceService
 from clinic_payments.domain.paying import PaymentService
+from clinic_payments.domain.receipts import ReceiptMailer
 from clinic_payments.domain.reconciling import Reconciler
 from clinic_payments.domain.webhooks import WebhookService
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
+    from mypy_boto3_ses.client import SESClient
 
 
 class RuntimeSettings(BaseModel):
@@ -38,6 +43,8 @@ class RuntimeSettings(BaseModel):
     # Only for the local stack and tests (the Stripe fake); unset in AWS, where the SDK's
     # default api.stripe.com is used.
     stripe_api_base: str | None = None
+    # Receipt emails. Empty where a function sends none; the sender says so when it is missing.
+    receipts_from_address: str = ""
 
     @classmethod
     def from_environ(cls) -> RuntimeSettings:
@@ -45,6 +52,7 @@ class RuntimeSettings(BaseModel):
             table_name=os.environ.get("TABLE_NAME", ""),
             clinic_secrets_prefix=os.environ.get("CLINIC_SECRETS_PREFIX", ""),
             stripe_api_base=os.environ.get("STRIPE_API_BASE") or None,
+            receipts_from_address=os.environ.get("RECEIPTS_FROM_ADDRESS", ""),
         )
 
 
@@ -59,6 +67,8 @@ class Container:
     webhooks: WebhookService
     admin: AdminService
     reconciler: Reconciler
+    documents: DocumentService
+    receipts: ReceiptMailer
 
 
 _AWS_CONFIG = Config(
@@ -73,7 +83,10 @@ def build_container(settings: RuntimeSettings) -> Container:
     repository = DynamoPaymentsRepository(dynamodb, settings.table_name)
     secrets = SecretsManagerClinicSecrets(secretsmanager, settings.clinic_secrets_prefix)
     stripe = StripeGateways(secrets, settings.stripe_api_base)
-    payments = PaymentService(repository, stripe, clock)
+    documents = DocumentService(repository, PdfRenderer())
+    email = SesEmailSender(_ses_client, settings.receipts_from_address)
+    receipts = ReceiptMailer(repository, repository, documents, email, clock)
+    payments = PaymentService(repository, stripe, clock, receipts)
     return Container(
         settings=settings,
         repository=repository,
@@ -83,8 +96,15 @@ def build_container(settings: RuntimeSettings) -> Container:
         payments=payments,
         webhooks=WebhookService(repository, payments, secrets, StripeWebhookVerifier()),
         admin=AdminService(repository, secrets, clock),
-        reconciler=Reconciler(repository, payments, stripe, clock),
+        reconciler=Reconciler(repository, payments, stripe, clock, receipts=receipts),
+        documents=documents,
+        receipts=receipts,
     )
+
+
+def _ses_client() -> SESClient:
+    client: SESClient = boto3.client("ses", config=_AWS_CONFIG)
+    return client
 
 
 _lock = threading.Lock()

@@ -280,3 +280,39 @@ class ErrorBody(BaseModel):
 
 class ErrorOut(BaseModel):
     error: ErrorBody
+
+
+# -- receipts, documents and pay links ------------------------------------------------------
+
+
+class ReceiptCardOut(BaseModel):
+    brand: str | None
+    last4: str | None
+
+
+class ReceiptLineOut(BaseModel):
+    invoice_id: str
+    invoice_number: str | None
+    amount: int
+
+
+class ReceiptOut(BaseModel):
+    payment_id: str
+    confirmation_number: str
+    clinic_name: str
+    date_posted: str
+    succeeded_at: str
+    purpose: str
+    amount: int
+    fee_amount: int
+    total_charged: int
+    currency: str
+    method: str
+    card: ReceiptCardOut | None
+    paid: list[ReceiptLineOut]
+    credit_added: int
+    credit_balance: int
+    payer: str
+    reference: str | None
+    location_id: str | None
+    location_name: str | None

@@ -14,9 +14,13 @@ from clinic_payments.api.models import (
     InvoiceOut,
     InvoicePaymentOut,
     PaymentOut,
+    ReceiptCardOut,
+    ReceiptLineOut,
+    ReceiptOut,
     SettingsOut,
     StripeAccountOut,
 )
+from clinic_payments.domain.documents import Receipt
 from clinic_payments.domain.model import (
     Actor,
     Caller,
@@ -171,4 +175,37 @@ def settings_out(s: ClinicSettings) -> SettingsOut:
         tax_rates=[{"id": t.id, "name": t.name, "percent": str(t.percent)} for t in s.tax_rates],
         locations=[{"id": loc.id, "name": loc.name} for loc in s.locations],
         card_on_file_wording_version=s.card_on_file_wording_version,
+    )
+
+
+def receipt_out(receipt: Receipt) -> ReceiptOut:
+    return ReceiptOut(
+        payment_id=receipt.payment_id,
+        confirmation_number=receipt.confirmation_number,
+        clinic_name=receipt.clinic_name,
+        date_posted=receipt.date_posted,
+        succeeded_at=receipt.succeeded_at,
+        purpose=receipt.purpose.value,
+        amount=receipt.amount,
+        fee_amount=receipt.fee_amount,
+        total_charged=receipt.total_charged,
+        currency=receipt.currency,
+        method=receipt.method.value,
+        card=(
+            ReceiptCardOut(brand=receipt.card.brand, last4=receipt.card.last4)
+            if receipt.card
+            else None
+        ),
+        paid=[
+            ReceiptLineOut(
+                invoice_id=line.invoice_id, invoice_number=line.invoice_number, amount=line.amount
+            )
+            for line in receipt.paid
+        ],
+        credit_added=receipt.credit_added,
+        credit_balance=receipt.credit_balance,
+        payer=receipt.payer.value,
+        reference=receipt.reference,
+        location_id=receipt.location_id,
+        location_name=receipt.location_name,
     )

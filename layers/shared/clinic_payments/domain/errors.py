@@ -97,3 +97,15 @@ class WebhookSignatureError(DomainError):
     """A webhook whose signature, timestamp, clinic or account does not check out."""
 
     code = "invalid_signature"
+
+
+class PaymentNotSucceededError(ConflictError):
+    """A receipt was asked for a payment that has not succeeded (yet)."""
+
+    code = "payment_not_succeeded"
+
+
+class EmailNotSentError(DomainError):
+    """The email service refused or could not be reached; nothing was sent."""
+
+    code = "email_unavailable"

@@ -25,6 +25,7 @@ def health_router() -> APIGatewayHttpRouter:
 def all_routers() -> list[APIGatewayHttpRouter]:
     """Every route of the API, for the OpenAPI document."""
     from clinic_payments.api.routes.admin import admin_router
+    from clinic_payments.api.routes.documents import document_reader
     from clinic_payments.api.routes.invoices import invoice_reader, invoice_writer
     from clinic_payments.api.routes.payments import payment_reader, payment_writer
     from clinic_payments.api.routes.webhooks import webhook_router
@@ -37,6 +38,7 @@ def all_routers() -> list[APIGatewayHttpRouter]:
         payment_reader(),
         webhook_router(),
         admin_router(),
+        document_reader(),
     ]
 
 
