@@ -15,6 +15,7 @@ import stripe
 
 from local.aws import (
     aws_env,
+    create_pay_link_signing_key,
     create_payments_table,
     start_moto,
     verify_receipts_sender,
@@ -48,6 +49,7 @@ def stack() -> Iterator[Stack]:
     os.environ["POWERTOOLS_METRICS_NAMESPACE"] = "ClinicPaymentsTest"
     create_payments_table(moto.url, table)
     verify_receipts_sender(moto.url)
+    create_pay_link_signing_key(moto.url, "clinic-payments-test")
     reset_container()
     try:
         yield Stack(moto.url, fake.url, table)

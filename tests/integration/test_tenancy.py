@@ -12,6 +12,10 @@ PROTECTED = [r for r in routes() if not r.public]
 STAFF_ONLY = {
     ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices"),
     ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices/{invoice_id}/void"),
+    (
+        "POST",
+        "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices/{invoice_id}/payment-requests",
+    ),
 }
 ADMIN_ONLY = {
     ("GET", "/v1/clinics/{clinic_id}/stripe-accounts"),

@@ -260,6 +260,8 @@ STATUS_BY_CODE = {
     "payload_too_large": 413,
     "internal_error": 500,
     "payment_not_succeeded": 409,
+    "invoice_not_payable": 409,
+    "pay_link_expired": 410,
     "email_unavailable": 503,
 }
 # Where the status is not the code's: a body that is not JSON at all is a 400.

@@ -18,13 +18,14 @@ from pydantic import BaseModel, Field
 from clinic_payments.adapters.clock import SystemClock
 from clinic_payments.adapters.dynamo_repository import DynamoPaymentsRepository
 from clinic_payments.adapters.pdf import PdfRenderer
-from clinic_payments.adapters.secrets import SecretsManagerClinicSecrets
+from clinic_payments.adapters.secrets import SecretsManagerClinicSecrets, SecretsManagerSigningKey
 from clinic_payments.adapters.ses_email import SesEmailSender
 from clinic_payments.adapters.stripe_gateway import StripeGateways, StripeWebhookVerifier
 from clinic_payments.domain.administering import AdminService
 from clinic_payments.domain.documents import DocumentService
 from clinic_payments.domain.invoicing import InvoiceService
 from clinic_payments.domain.paying import PaymentService
+from clinic_payments.domain.paylinks import PayLinkService
 from clinic_payments.domain.receipts import ReceiptMailer
 from clinic_payments.domain.reconciling import Reconciler
 from clinic_payments.domain.webhooks import WebhookService
@@ -43,8 +44,11 @@ class RuntimeSettings(BaseModel):
     # Only for the local stack and tests (the Stripe fake); unset in AWS, where the SDK's
     # default api.stripe.com is used.
     stripe_api_base: str | None = None
-    # Receipt emails. Empty where a function sends none; the sender says so when it is missing.
+    # Receipts and pay-online requests. Empty where a function sends no email or signs no link;
+    # the code that needs one says so when it is missing.
     receipts_from_address: str = ""
+    pay_link_base_url: str = ""
+    pay_link_signing_key_name: str = ""
 
     @classmethod
     def from_environ(cls) -> RuntimeSettings:
@@ -53,6 +57,8 @@ class RuntimeSettings(BaseModel):
             clinic_secrets_prefix=os.environ.get("CLINIC_SECRETS_PREFIX", ""),
             stripe_api_base=os.environ.get("STRIPE_API_BASE") or None,
             receipts_from_address=os.environ.get("RECEIPTS_FROM_ADDRESS", ""),
+            pay_link_base_url=os.environ.get("PAY_LINK_BASE_URL", ""),
+            pay_link_signing_key_name=os.environ.get("PAY_LINK_SIGNING_KEY_NAME", ""),
         )
 
 
@@ -69,6 +75,7 @@ class Container:
     reconciler: Reconciler
     documents: DocumentService
     receipts: ReceiptMailer
+    pay_links: PayLinkService
 
 
 _AWS_CONFIG = Config(
@@ -87,6 +94,7 @@ def build_container(settings: RuntimeSettings) -> Container:
     email = SesEmailSender(_ses_client, settings.receipts_from_address)
     receipts = ReceiptMailer(repository, repository, documents, email, clock)
     payments = PaymentService(repository, stripe, clock, receipts)
+    signing_key = SecretsManagerSigningKey(secretsmanager, settings.pay_link_signing_key_name)
     return Container(
         settings=settings,
         repository=repository,
@@ -99,6 +107,15 @@ def build_container(settings: RuntimeSettings) -> Container:
         reconciler=Reconciler(repository, payments, stripe, clock, receipts=receipts),
         documents=documents,
         receipts=receipts,
+        pay_links=PayLinkService(
+            repository,
+            repository,
+            payments,
+            signing_key,
+            email,
+            clock,
+            settings.pay_link_base_url,
+        ),
     )
 
 

@@ -32,6 +32,7 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.payments import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import (
     IdempotencyRecord,
+    PaymentRequestRecord,
     ReceiptRef,
     SettlementWrite,
     StripeObjectLink,
@@ -747,3 +748,26 @@ class DynamoPaymentsRepository:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
         return refs
+
+    # -- pay-online requests (PaymentRequestLog) -----------------------------------------------
+
+    def put_payment_request(self, record: PaymentRequestRecord) -> None:
+        self._ddb.put_item(
+            TableName=self._table,
+            Item=_dump(
+                {
+                    "pk": patient_pk(record.clinic_id, record.patient_id),
+                    "sk": f"PAYREQ#{record.id}",
+                    "type": "payment_request",
+                    "id": record.id,
+                    "clinic_id": record.clinic_id,
+                    "patient_id": record.patient_id,
+                    "invoice_id": record.invoice_id,
+                    "email": record.email,
+                    # Not "expires_at": that is the table's TTL attribute, and this record stays.
+                    "link_expires_at": record.expires_at,
+                    "created_by": codec.actor_to(record.created_by),
+                    "created_at": record.created_at,
+                }
+            ),
+        )

@@ -284,6 +284,46 @@ class ErrorOut(BaseModel):
 
 # -- receipts, documents and pay links ------------------------------------------------------
 
+MAX_PAY_LINK_DAYS = 60
+
+
+class PaymentRequestCreate(Strict):
+    email: Email
+    expires_in_days: Annotated[int, Field(strict=True, ge=1, le=MAX_PAY_LINK_DAYS)] = 14
+
+
+class PaymentRequestOut(BaseModel):
+    id: str
+    invoice_id: str
+    email: str
+    url: str
+    expires_at: str
+    created_by: ActorOut
+    created_at: str
+
+
+class PayLinkPaymentRequest(Strict):
+    receipt_email: Email | None = None
+
+
+class AmountOwedOut(BaseModel):
+    clinic_name: str
+    invoice_number: str
+    balance_due: int
+    currency: str
+    due_date: str | None
+
+
+class PayLinkPaymentOut(BaseModel):
+    payment_id: str
+    status: str
+    amount: int
+    fee_amount: int
+    charge_amount: int
+    currency: str
+    client_secret: str | None
+    publishable_key: str | None
+
 
 class ReceiptCardOut(BaseModel):
     brand: str | None

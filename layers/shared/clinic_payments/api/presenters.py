@@ -7,13 +7,16 @@ from typing import Any
 from clinic_payments.api.models import (
     ActorOut,
     AllocationOut,
+    AmountOwedOut,
     CardOut,
     ConsentOut,
     FailureOut,
     InvoiceLineOut,
     InvoiceOut,
     InvoicePaymentOut,
+    PayLinkPaymentOut,
     PaymentOut,
+    PaymentRequestOut,
     ReceiptCardOut,
     ReceiptLineOut,
     ReceiptOut,
@@ -30,6 +33,8 @@ from clinic_payments.domain.model import (
     Role,
     StripeAccount,
 )
+from clinic_payments.domain.paylinks import AmountOwed
+from clinic_payments.domain.ports import PaymentRequestRecord
 
 
 def actor_out(actor: Actor) -> ActorOut:
@@ -208,4 +213,43 @@ def receipt_out(receipt: Receipt) -> ReceiptOut:
         reference=receipt.reference,
         location_id=receipt.location_id,
         location_name=receipt.location_name,
+    )
+
+
+def payment_request_out(record: PaymentRequestRecord, url: str) -> PaymentRequestOut:
+    return PaymentRequestOut(
+        id=record.id,
+        invoice_id=record.invoice_id,
+        email=record.email,
+        url=url,
+        expires_at=record.expires_at,
+        created_by=actor_out(record.created_by),
+        created_at=record.created_at,
+    )
+
+
+def amount_owed_out(owed: AmountOwed) -> AmountOwedOut:
+    return AmountOwedOut(
+        clinic_name=owed.clinic_name,
+        invoice_number=owed.invoice_number,
+        balance_due=owed.balance_due,
+        currency=owed.currency,
+        due_date=owed.due_date,
+    )
+
+
+def pay_link_payment_out(
+    payment: Payment, caller: Caller, publishable_key: str | None
+) -> PayLinkPaymentOut:
+    """What the pay page needs to confirm the card with Stripe.js: no more of the payment."""
+    show_secret = may_see_client_secret(payment, caller)
+    return PayLinkPaymentOut(
+        payment_id=payment.id,
+        status=payment.status.value,
+        amount=payment.amount,
+        fee_amount=payment.fee_amount,
+        charge_amount=payment.charge_amount,
+        currency=payment.currency,
+        client_secret=payment.client_secret if show_secret else None,
+        publishable_key=publishable_key if show_secret else None,
     )

@@ -105,6 +105,18 @@ class PaymentNotSucceededError(ConflictError):
     code = "payment_not_succeeded"
 
 
+class InvoiceNotPayableError(ConflictError):
+    """The invoice is paid or void: there is nothing to pay on it."""
+
+    code = "invoice_not_payable"
+
+
+class PayLinkExpiredError(DomainError):
+    """A genuine pay link whose time is up."""
+
+    code = "pay_link_expired"
+
+
 class EmailNotSentError(DomainError):
     """The email service refused or could not be reached; nothing was sent."""
 

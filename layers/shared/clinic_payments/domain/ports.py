@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from clinic_payments.domain.model import (
+    Actor,
     Allocation,
     CardSummary,
     ClinicSettings,
@@ -243,6 +244,33 @@ class ReceiptNotifier(Protocol):
         ...
 
 
+# -- pay links ----------------------------------------------------------------------------
+
+
+class SigningKey(Protocol):
+    def get(self) -> bytes:
+        """The secret key that signs pay links (cached; read from Secrets Manager)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PaymentRequestRecord:
+    """A pay-online request sent to a patient: who sent it, where, and until when it is valid."""
+
+    id: str
+    clinic_id: str
+    patient_id: str
+    invoice_id: str
+    email: str
+    expires_at: str
+    created_by: Actor
+    created_at: str
+
+
+class PaymentRequestLog(Protocol):
+    def put_payment_request(self, record: PaymentRequestRecord) -> None: ...
+
+
 __all__ = [
     "Allocation",
     "Attachment",
@@ -253,11 +281,14 @@ __all__ = [
     "IdempotencyRecord",
     "InvoiceCredit",
     "OutgoingEmail",
+    "PaymentRequestLog",
+    "PaymentRequestRecord",
     "PaymentsRepository",
     "ReceiptNotifier",
     "ReceiptOutbox",
     "ReceiptRef",
     "SettlementWrite",
+    "SigningKey",
     "StripeGateway",
     "StripeGateways",
     "StripeObjectLink",

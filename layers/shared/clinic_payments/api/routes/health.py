@@ -27,6 +27,7 @@ def all_routers() -> list[APIGatewayHttpRouter]:
     from clinic_payments.api.routes.admin import admin_router
     from clinic_payments.api.routes.documents import document_reader
     from clinic_payments.api.routes.invoices import invoice_reader, invoice_writer
+    from clinic_payments.api.routes.paylinks import pay_link_router, payment_request_writer
     from clinic_payments.api.routes.payments import payment_reader, payment_writer
     from clinic_payments.api.routes.webhooks import webhook_router
 
@@ -39,6 +40,8 @@ def all_routers() -> list[APIGatewayHttpRouter]:
         webhook_router(),
         admin_router(),
         document_reader(),
+        payment_request_writer(),
+        pay_link_router(),
     ]
 
 
