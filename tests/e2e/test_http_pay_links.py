@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.e2e.conftest import HttpClinic, assert_envelope, new_patient, poll
+from tests.e2e.test_http_payments import SESSION_LINE, SESSION_TOTAL
 from tests.support.mailbox import attachments, body_text, sent_emails
 from tests.support.portal import VISA, confirm_card
 
@@ -16,14 +17,6 @@ if TYPE_CHECKING:
     from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
-
-SESSION_LINE = {
-    "description": "Physiotherapy session",
-    "service_date": "2026-11-20",
-    "quantity": 1,
-    "unit_amount": 12000,
-    "tax_rate_id": "tax_hst",
-}
 
 
 def enable_pay_requests(clinic: HttpClinic) -> None:
@@ -71,7 +64,7 @@ def test_a_patient_pays_an_invoice_through_an_emailed_link(
     assert reply.body == {
         "clinic_name": "E2E Physiotherapy",
         "invoice_number": invoice["number"],
-        "balance_due": 13560,
+        "balance_due": SESSION_TOTAL,
         "currency": "usd",
         "due_date": "2026-12-01",
     }
@@ -91,7 +84,11 @@ def test_a_patient_pays_an_invoice_through_an_emailed_link(
 
     # The Stripe fake posts the signed webhook to the gateway about a second later.
     paid = poll(lambda: clinic.invoice(patient, invoice["id"]), lambda i: i["status"] == "paid")
-    assert (paid["status"], paid["amount_paid"], paid["balance_due"]) == ("paid", 13560, 0), paid
+    assert (paid["status"], paid["amount_paid"], paid["balance_due"]) == (
+        "paid",
+        SESSION_TOTAL,
+        0,
+    ), paid
     assert [p["payment_id"] for p in paid["payments"]] == [started["payment_id"]]
 
     reply = clinic.request("GET", f"/v1/pay/{token}")

@@ -20,9 +20,9 @@ from clinic_payments.wiring import RuntimeSettings, build_container, container
 
 from local.aws import RECEIPTS_FROM, client
 from local.template import routes
+from tests.integration.test_payments import deliver, portal_pays, saved_card, start_card_payment
 from tests.support.apigw import claims_for, context, http_event
 from tests.support.mailbox import attachments, body_text, sent_emails
-from tests.support.portal import VISA, confirm_card
 
 pytestmark = pytest.mark.integration
 
@@ -88,45 +88,14 @@ def mailbox() -> str:
     return f"patient-{secrets.token_hex(6)}@example.com"
 
 
-def start_card_payment(clinic: Any, patient: str, invoice_id: str, **extra: Any) -> Any:
-    status, payment = clinic.pay(
-        patient, {"method": "card", "allocations": [{"invoice_id": invoice_id}], **extra}
-    )
-    assert status == 201, payment
-    return payment
+def paid_in_portal(clinic: Any, payment: dict[str, Any]) -> dict[str, Any]:
+    code, intent = portal_pays(clinic, payment)
+    assert (code, intent["status"]) == (200, "succeeded"), intent
+    return dict(intent)
 
 
-def portal_pays(clinic: Any, payment: dict[str, Any]) -> dict[str, Any]:
-    intent_id = payment["client_secret"].split("_secret_")[0]
-    code, intent = confirm_card(
-        clinic.stack.stripe_url,
-        intent_id,
-        payment["client_secret"],
-        payment["publishable_key"],
-        VISA,
-    )
-    assert code == 200, intent
-    return intent
-
-
-def deliver(clinic: Any, intent_id: str, times: int = 1) -> None:
-    event = clinic.intent_event(clinic.intent(intent_id))
-    for _ in range(times):
-        assert clinic.signed_webhook(event) == (200, {"received": True})
-
-
-def saved_card(clinic: Any, patient: str) -> str:
-    invoice = clinic.create_invoice(patient, 100)
-    payment = start_card_payment(
-        clinic,
-        patient,
-        invoice["id"],
-        save_card=True,
-        consent={"agreed": True, "wording_version": "2026-11-01"},
-    )
-    intent = portal_pays(clinic, payment)
-    deliver(clinic, intent["id"])
-    return str(intent["payment_method"])
+def delivered(clinic: Any, intent_id: str, times: int = 1) -> None:
+    assert deliver(clinic, intent_id, times=times) == [(200, {"received": True})] * times
 
 
 def cash(clinic: Any, patient: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +146,8 @@ def test_a_card_payment_has_its_receipt_once_it_has_succeeded(clinic):
     assert (status, body["error"]["code"]) == (409, "payment_not_succeeded")
     assert "requires_payment_method" in body["error"]["message"]
 
-    intent = portal_pays(clinic, payment)
-    deliver(clinic, intent["id"])
+    intent = paid_in_portal(clinic, payment)
+    delivered(clinic, intent["id"])
     settled = clinic.payment("pat_a", payment["id"])
     status, body = receipt(clinic, payment["id"])
     assert status == 200, body
@@ -464,7 +433,7 @@ def test_the_receipt_is_emailed_once_though_every_path_reaches_settlement(clinic
         .repository.get_payment(clinic.clinic_id, "pat_a", payment["id"])
         .stripe_payment_intent_id
     )
-    deliver(clinic, intent_id, times=3)
+    delivered(clinic, intent_id, times=3)
     reconcile()
     reconcile()
     [message] = sent_emails(stack.moto_url, to)
@@ -476,7 +445,7 @@ def test_concurrent_settlements_send_one_receipt(clinic, stack):
     to = mailbox()
     invoice = clinic.create_invoice("pat_a", 3100)
     payment = start_card_payment(clinic, "pat_a", invoice["id"], receipt_email=to)
-    intent = portal_pays(clinic, payment)
+    intent = paid_in_portal(clinic, payment)
     # Four webhook deliveries settle at once, each through its own container (own clients).
     containers = [build_container(RuntimeSettings.from_environ()) for _ in range(4)]
     link = containers[0].repository.get_stripe_link(intent["id"])
@@ -533,12 +502,12 @@ def test_a_failed_email_never_fails_the_webhook_either(clinic, stack, ses_refuse
     to = mailbox()
     invoice = clinic.create_invoice("pat_a", 2900)
     payment = start_card_payment(clinic, "pat_a", invoice["id"], receipt_email=to)
-    intent = portal_pays(clinic, payment)
-    deliver(clinic, intent["id"])  # answers 200: the settlement stands
+    intent = paid_in_portal(clinic, payment)
+    delivered(clinic, intent["id"])  # answers 200: the settlement stands
     assert clinic.payment("pat_a", payment["id"])["status"] == "succeeded"
     assert sent_emails(stack.moto_url, to) == []
     client("ses", stack.moto_url).verify_email_identity(EmailAddress=RECEIPTS_FROM)
     # Stripe's next event about the intent reaches settlement again, and the receipt goes.
-    deliver(clinic, intent["id"])
+    delivered(clinic, intent["id"])
     assert len(sent_emails(stack.moto_url, to)) == 1
     clinic.check_invariant("pat_a")

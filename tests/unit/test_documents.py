@@ -9,6 +9,7 @@ from decimal import Decimal
 import pypdf
 import pytest
 from clinic_payments.adapters.pdf import PdfRenderer, encode, text_width, wrap
+from clinic_payments.api.routes.documents import prefers_pdf
 from clinic_payments.domain.documents import (
     compose_receipt,
     invoice_document,
@@ -317,3 +318,23 @@ def test_wrapping_keeps_every_line_within_its_width() -> None:
     assert len(lines) > 5
     assert all(text_width(line, "F1", 9) <= 120 for line in lines)
     assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("accept", "pdf"),
+    [
+        ("application/pdf", True),
+        ("application/json", False),
+        ("", False),
+        ("*/*", False),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", False),
+        ("application/pdf, application/json", True),
+        ("application/json, application/pdf;q=0.5", False),
+        ("application/json;q=0.4, application/pdf;q=0.9", True),
+        ("Application/PDF", True),
+        ("application/pdf;q=0", False),
+        ("application/pdf;q=nonsense", False),
+    ],
+)
+def test_a_receipt_is_a_pdf_only_when_accept_prefers_one(accept: str, pdf: bool) -> None:
+    assert prefers_pdf(accept) is pdf

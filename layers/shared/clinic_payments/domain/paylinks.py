@@ -256,8 +256,12 @@ class PayLinkService:
     def pay(self, link: PayLink, payment_id: str, receipt_email: str | None) -> Payment:
         """Start a new-card payment of the invoice's balance due, through PaymentService."""
         invoice = self._invoice(link.clinic_id, link.patient_id, link.invoice_id)
-        if self._repo.get_payment(link.clinic_id, link.patient_id, payment_id) is None:
-            ensure_payable(invoice)  # a retried request resumes its payment whatever happened
+        if not invoice.is_payable and (
+            self._repo.get_payment(link.clinic_id, link.patient_id, payment_id) is None
+        ):
+            # Nothing to pay, and no earlier attempt of this request to resume (a retried
+            # request resumes its payment whatever happened to the invoice since).
+            ensure_payable(invoice)
         return self._payments.create(
             link.caller(),
             link.clinic_id,
