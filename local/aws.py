@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterable
@@ -25,6 +26,10 @@ from local.template import table_definition, ttl_attribute
 REGION = "us-east-1"
 # moto accepts any credentials; these make sure boto3 never looks for real ones.
 FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+# Receipts and pay-online requests come from this address (verified in moto's SES).
+RECEIPTS_FROM = "receipts@clinic-payments.test"
+# Where emailed pay links point: the portal's pay page (there is none locally).
+PAY_LINK_BASE_URL = "https://portal.clinic-payments.test"
 
 
 def free_port() -> int:
@@ -81,7 +86,12 @@ def start_moto(port: int | None = None) -> MotoHandle:
     return MotoHandle(server=server, url=f"http://127.0.0.1:{port}")
 
 
-def aws_env(moto_url: str, table_name: str, secrets_prefix: str) -> dict[str, str]:
+def aws_env(
+    moto_url: str,
+    table_name: str,
+    secrets_prefix: str,
+    pay_link_base_url: str = PAY_LINK_BASE_URL,
+) -> dict[str, str]:
     """The environment a handler sees locally: the template's variables, pointed at moto."""
     return {
         **FAKE_CREDENTIALS,
@@ -90,7 +100,28 @@ def aws_env(moto_url: str, table_name: str, secrets_prefix: str) -> dict[str, st
         "AWS_ENDPOINT_URL": moto_url,
         "TABLE_NAME": table_name,
         "CLINIC_SECRETS_PREFIX": secrets_prefix,
+        "RECEIPTS_FROM_ADDRESS": RECEIPTS_FROM,
+        "PAY_LINK_BASE_URL": pay_link_base_url,
+        "PAY_LINK_SIGNING_KEY_NAME": pay_link_key_name(secrets_prefix),
     }
+
+
+def pay_link_key_name(secrets_prefix: str) -> str:
+    """The pay-link signing key's secret, named as template.yaml names it."""
+    return f"{secrets_prefix}-pay-link-signing-key"
+
+
+def verify_receipts_sender(moto_url: str) -> None:
+    """Verify the sender in SES, as a deployment does once by hand (docs/deploy.md): moto, like
+    SES, refuses to send from an address that is not a verified identity."""
+    client("ses", moto_url).verify_email_identity(EmailAddress=RECEIPTS_FROM)
+
+
+def create_pay_link_signing_key(moto_url: str, secrets_prefix: str) -> None:
+    """A random pay-link signing key in Secrets Manager, as a deployment creates it once."""
+    client("secretsmanager", moto_url).create_secret(
+        Name=pay_link_key_name(secrets_prefix), SecretString=secrets.token_urlsafe(48)
+    )
 
 
 def client(service: str, moto_url: str) -> Any:

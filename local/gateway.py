@@ -513,13 +513,14 @@ def _make_handler(gateway: LocalGateway) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.send_header("content-length", str(len(response.body)))
             self.send_header("connection", "close")
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(response.body)
+            # Logged before the body goes out: a client that has its answer finds the line.
             elapsed = (time.perf_counter() - started) * 1000
             sys.stderr.write(
                 f"gateway: {self.command} {_log_path(self)} {response.status} {elapsed:.0f}ms\n"
             )
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(response.body)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 

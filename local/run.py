@@ -18,7 +18,14 @@ from collections.abc import Mapping
 from contextlib import ExitStack, closing
 from types import FrameType
 
-from local.aws import aws_env, create_payments_table, free_port, start_moto
+from local.aws import (
+    aws_env,
+    create_pay_link_signing_key,
+    create_payments_table,
+    free_port,
+    start_moto,
+    verify_receipts_sender,
+)
 from local.gateway import LocalGateway
 from local.seed import DEMO_ACCOUNT, DEMO_CLINIC, DEMO_PATIENTS, SeedError, seed_demo
 from local.tokens import issue_token, public_key
@@ -73,10 +80,13 @@ def check_ports(ports: Mapping[str, int]) -> None:
             )
 
 
-def handler_env(moto_url: str, stripe_url: str) -> dict[str, str]:
-    """The process environment the handlers read (the template's variables, pointed local)."""
+def handler_env(moto_url: str, stripe_url: str, api_url: str | None = None) -> dict[str, str]:
+    """The process environment the handlers read (the template's variables, pointed local).
+
+    There is no portal locally: an emailed pay link opens the API's own GET /v1/pay/{token}."""
+    extra = {"pay_link_base_url": f"{api_url}/v1"} if api_url else {}
     return {
-        **aws_env(moto_url, table_name=TABLE_NAME, secrets_prefix=SECRETS_PREFIX),
+        **aws_env(moto_url, table_name=TABLE_NAME, secrets_prefix=SECRETS_PREFIX, **extra),
         "STRIPE_API_BASE": stripe_url,
         "POWERTOOLS_SERVICE_NAME": "clinic-payments",
         "POWERTOOLS_METRICS_NAMESPACE": "ClinicPayments",
@@ -108,8 +118,10 @@ def serve(ports: Mapping[str, int], stack: ExitStack) -> None:
     stack.callback(moto.stop)
     stripe = start_stripe(ports["STRIPE_PORT"])
     stack.callback(stripe.stop)
-    os.environ.update(handler_env(moto.url, stripe.url))
+    os.environ.update(handler_env(moto.url, stripe.url, f"http://{HOST}:{ports['API_PORT']}"))
     create_payments_table(moto.url, TABLE_NAME)
+    verify_receipts_sender(moto.url)
+    create_pay_link_signing_key(moto.url, SECRETS_PREFIX)
 
     gateway = LocalGateway(HOST, ports["API_PORT"], public_key=public_key()).start()
     stack.callback(gateway.stop)
@@ -122,6 +134,7 @@ def serve(ports: Mapping[str, int], stack: ExitStack) -> None:
     _say(f"API:          {gateway.url}")
     _say(f"Stripe fake:  {stripe.url}")
     _say(f"moto:         {moto.url}")
+    _say(f"emails sent:  {moto.url}/moto-api/data.json (ses > RawMessage)")
     _say(f"docs:         {gateway.url}/v1/docs")
     _say(f"clinic:       {DEMO_CLINIC} (Stripe account {DEMO_ACCOUNT})")
     _say(f"patients:     {', '.join(DEMO_PATIENTS)}")

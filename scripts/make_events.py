@@ -18,10 +18,11 @@ import copy
 import hashlib
 import hmac
 import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,20 @@ ISSUER = f"https://cognito-idp.{REGION}.amazonaws.com/{REGION}_EXAMPLE"
 AUDIENCE = "example-portal-client-id"
 # Fixed request time of the JWT-authorised samples: 2026-11-20T15:30:00Z.
 SAMPLE_TIME = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
+# Signs the sample pay link only: no deployment has this key, so the sample's token is a 404
+# anywhere (a real link comes from POST .../payment-requests).
+SAMPLE_PAY_LINK_KEY = b"sample-events-only-not-a-deployed-signing-key"
+
+
+def sample_pay_link_token() -> str:
+    """A pay link for invoice inv_1 of demo/pat_1, expiring 14 days after SAMPLE_TIME."""
+    layer = str(ROOT / "layers" / "shared")
+    if layer not in sys.path:
+        sys.path.insert(0, layer)
+    from clinic_payments.domain.paylinks import PayLink, sign_pay_link
+
+    expires = int((SAMPLE_TIME + timedelta(days=14)).timestamp())
+    return sign_pay_link(PayLink(CLINIC, PATIENT, "inv_1", expires), SAMPLE_PAY_LINK_KEY)
 
 
 def claims(sub: str, role: str, patient_ids: list[str] | None = None) -> dict[str, str]:
@@ -290,6 +305,46 @@ SAMPLES = [
         "/v1/clinics/{clinic_id}/card-on-file-terms",
         PATIENT_CALLER,
         {"clinic_id": CLINIC},
+    ),
+    Sample(
+        "get_receipt.json",
+        "GET",
+        "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}/receipt",
+        PATIENT_CALLER,
+        {**PATIENT_PARAMS, "payment_id": PAYMENT},
+        query={"format": "pdf"},
+    ),
+    Sample(
+        "get_invoice_pdf.json",
+        "GET",
+        INVOICES + "/{invoice_id}/pdf",
+        PATIENT_CALLER,
+        {**PATIENT_PARAMS, "invoice_id": "inv_1"},
+    ),
+    Sample(
+        "create_payment_request.json",
+        "POST",
+        INVOICES + "/{invoice_id}/payment-requests",
+        STAFF_CALLER,
+        {**PATIENT_PARAMS, "invoice_id": "inv_1"},
+        body={"email": "patient@example.com", "expires_in_days": 14},
+        idempotency_key=True,
+    ),
+    Sample(
+        "view_pay_link.json",
+        "GET",
+        "/v1/pay/{token}",
+        None,
+        {"token": sample_pay_link_token()},
+    ),
+    Sample(
+        "pay_with_link.json",
+        "POST",
+        "/v1/pay/{token}/payments",
+        None,
+        {"token": sample_pay_link_token()},
+        body={"receipt_email": "patient@example.com"},
+        idempotency_key=True,
     ),
 ]
 

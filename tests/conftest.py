@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 import stripe
 
-from local.aws import aws_env, create_payments_table, start_moto
+from local.aws import (
+    aws_env,
+    create_pay_link_signing_key,
+    create_payments_table,
+    start_moto,
+    verify_receipts_sender,
+)
 from local.template import routes
 from tests.support.apigw import body_of, claims_for, context, http_event
 
@@ -42,6 +48,8 @@ def stack() -> Iterator[Stack]:
     os.environ["STRIPE_API_BASE"] = fake.url
     os.environ["POWERTOOLS_METRICS_NAMESPACE"] = "ClinicPaymentsTest"
     create_payments_table(moto.url, table)
+    verify_receipts_sender(moto.url)
+    create_pay_link_signing_key(moto.url, "clinic-payments-test")
     reset_container()
     try:
         yield Stack(moto.url, fake.url, table)

@@ -14,6 +14,10 @@ STAFF_ONLY = {
     ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices/{invoice_id}/void"),
     ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/credit/adjustments"),
     ("POST", "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}/refunds"),
+    (
+        "POST",
+        "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices/{invoice_id}/payment-requests",
+    ),
 }
 ADMIN_ONLY = {
     ("GET", "/v1/clinics/{clinic_id}/stripe-accounts"),

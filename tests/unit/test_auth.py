@@ -279,6 +279,10 @@ STATUS_BY_CODE = {
     "unsupported_media_type": 415,
     "payload_too_large": 413,
     "internal_error": 500,
+    "payment_not_succeeded": 409,
+    "invoice_not_payable": 409,
+    "pay_link_expired": 410,
+    "email_unavailable": 503,
 }
 # Where the status is not the code's: a body that is not JSON at all is a 400.
 STATUS_BY_CLASS: dict[type[e.DomainError], int] = {api_errors.MalformedRequestError: 400}

@@ -20,12 +20,15 @@ ALLOWED_PATH_PARAMETERS = {
     "payment_id",
     "account_id",
     "pm_id",
+    "token",
 }
 PUBLIC_ROUTES = {
     ("GET", "/v1/health"),
     ("GET", "/v1/openapi.json"),
     ("GET", "/v1/docs"),
     ("POST", "/v1/webhooks/stripe/{clinic_id}/{account_id}"),
+    ("GET", "/v1/pay/{token}"),
+    ("POST", "/v1/pay/{token}/payments"),
 }
 SECRETS_PREFIX_ARN = (
     "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}"
@@ -36,13 +39,37 @@ EXPECTED_POLICIES = {
     "HealthFunction": set(),
     "CreateInvoiceFunction": {"PaymentsTableWritePolicy"},
     "ReadAccountFunction": {"PaymentsTableReadPolicy"},
-    "PayInvoiceFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
-    "TopupCreditFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
+    # Functions that settle payments email receipts.
+    "PayInvoiceFunction": {
+        "PaymentsTableWritePolicy",
+        "ClinicStripeSecretsReadPolicy",
+        "ReceiptsEmailSendPolicy",
+    },
+    "StripeWebhookFunction": {
+        "PaymentsTableWritePolicy",
+        "ClinicStripeSecretsReadPolicy",
+        "ReceiptsEmailSendPolicy",
+    },
+    "ReconcilePaymentsFunction": {
+        "PaymentsTableWritePolicy",
+        "ClinicStripeSecretsReadPolicy",
+        "ReceiptsEmailSendPolicy",
+    },
+    "DocumentsFunction": {"PaymentsTableReadPolicy"},
+    "PayLinkFunction": {
+        "PaymentsTableWritePolicy",
+        "ClinicStripeSecretsReadPolicy",
+        "PayLinkSigningKeyReadPolicy",
+        "ReceiptsEmailSendPolicy",
+    },
     "AccountCreditFunction": {"PaymentsTableWritePolicy"},
     "RefundPaymentFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
     "SavedCardsFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
-    "StripeWebhookFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
-    "ReconcilePaymentsFunction": {"PaymentsTableWritePolicy", "ClinicStripeSecretsReadPolicy"},
+    "TopupCreditFunction": {
+        "PaymentsTableWritePolicy",
+        "ClinicStripeSecretsReadPolicy",
+        "ReceiptsEmailSendPolicy",
+    },
     "ClinicAdminFunction": {
         "PaymentsTableWritePolicy",
         "ClinicStripeSecretsReadPolicy",
@@ -134,7 +161,7 @@ def test_routes_are_unique() -> None:
     assert len(keys) == len(set(keys))
 
 
-def test_only_health_docs_and_the_stripe_webhook_are_public(
+def test_only_health_docs_the_stripe_webhook_and_pay_links_are_public(
     template: dict[str, Any], cloudformation: dict[str, Any]
 ) -> None:
     assert {(r.method, r.path) for r in routes() if r.public} == PUBLIC_ROUTES
@@ -248,11 +275,53 @@ def test_secrets_access_is_scoped_to_the_clinic_secrets_prefix(
     assert {owner for owner, _ in secret_statements} == {
         "ClinicStripeSecretsReadPolicy",
         "ClinicStripeSecretsWritePolicy",
+        "PayLinkSigningKeyReadPolicy",
     }
-    for owner, statement in secret_statements:
-        assert as_list(statement["Resource"]) == [{"Fn::Sub": SECRETS_PREFIX_ARN}], owner
-    read = dict(secret_statements)["ClinicStripeSecretsReadPolicy"]
+    by_owner = dict(secret_statements)
+    for owner in ("ClinicStripeSecretsReadPolicy", "ClinicStripeSecretsWritePolicy"):
+        assert as_list(by_owner[owner]["Resource"]) == [{"Fn::Sub": SECRETS_PREFIX_ARN}], owner
+    read = by_owner["ClinicStripeSecretsReadPolicy"]
     assert as_list(read["Action"]) == ["secretsmanager:GetSecretValue"]
+    # The signing key: one secret beside the clinic prefix (not under it), read only.
+    signing = by_owner["PayLinkSigningKeyReadPolicy"]
+    assert as_list(signing["Action"]) == ["secretsmanager:GetSecretValue"]
+    assert as_list(signing["Resource"]) == [
+        {"Fn::Sub": SECRETS_PREFIX_ARN.replace("/*", "-pay-link-signing-key-??????")}
+    ]
+
+
+def test_email_is_sent_only_from_the_receipts_address(
+    template: dict[str, Any], cloudformation: dict[str, Any]
+) -> None:
+    globals_ = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert globals_["RECEIPTS_FROM_ADDRESS"] == {"Ref": "ReceiptsFromAddress"}
+    ses = [
+        (owner, statement)
+        for owner, statement in allow_statements(cloudformation)
+        if any(a.startswith("ses:") for a in as_list(statement["Action"]))
+    ]
+    assert [owner for owner, _ in ses] == ["ReceiptsEmailSendPolicy"]
+    [(_, statement)] = ses
+    assert sorted(as_list(statement["Action"])) == ["ses:SendEmail", "ses:SendRawEmail"]
+    assert statement["Condition"] == {
+        "StringEquals": {"ses:FromAddress": {"Ref": "ReceiptsFromAddress"}}
+    }
+    for resource in as_list(statement["Resource"]):
+        assert ":identity/" in str(resource), resource
+
+
+def test_pay_link_settings_reach_only_the_pay_link_function(template: dict[str, Any]) -> None:
+    for logical_id, function in resources_of_type(template, "AWS::Serverless::Function").items():
+        variables = (function["Properties"].get("Environment") or {}).get("Variables", {})
+        if logical_id == "PayLinkFunction":
+            assert variables == {
+                "PAY_LINK_BASE_URL": {"Ref": "PayLinkBaseUrl"},
+                "PAY_LINK_SIGNING_KEY_NAME": {
+                    "Fn::Sub": "${ClinicSecretsPrefix}-pay-link-signing-key"
+                },
+            }
+        else:
+            assert "PAY_LINK_SIGNING_KEY_NAME" not in variables, logical_id
 
 
 def test_table_access_is_scoped_to_the_payments_table(cloudformation: dict[str, Any]) -> None:

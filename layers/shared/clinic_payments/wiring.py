@@ -17,12 +17,17 @@ from pydantic import BaseModel, Field
 
 from clinic_payments.adapters.clock import SystemClock
 from clinic_payments.adapters.dynamo_repository import DynamoPaymentsRepository
-from clinic_payments.adapters.secrets import SecretsManagerClinicSecrets
+from clinic_payments.adapters.pdf import PdfRenderer
+from clinic_payments.adapters.secrets import SecretsManagerClinicSecrets, SecretsManagerSigningKey
+from clinic_payments.adapters.ses_email import SesEmailSender
 from clinic_payments.adapters.stripe_gateway import StripeGateways, StripeWebhookVerifier
 from clinic_payments.domain.administering import AdminService
 from clinic_payments.domain.crediting import CreditService
+from clinic_payments.domain.documents import DocumentService
 from clinic_payments.domain.invoicing import InvoiceService
 from clinic_payments.domain.paying import PaymentService
+from clinic_payments.domain.paylinks import PayLinkService
+from clinic_payments.domain.receipts import ReceiptMailer
 from clinic_payments.domain.reconciling import Reconciler
 from clinic_payments.domain.refunding import RefundService
 from clinic_payments.domain.saved_cards import SavedCardService
@@ -31,6 +36,7 @@ from clinic_payments.domain.webhooks import WebhookService
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
+    from mypy_boto3_ses.client import SESClient
 
 
 class RuntimeSettings(BaseModel):
@@ -41,6 +47,11 @@ class RuntimeSettings(BaseModel):
     # Only for the local stack and tests (the Stripe fake); unset in AWS, where the SDK's
     # default api.stripe.com is used.
     stripe_api_base: str | None = None
+    # Receipts and pay-online requests. Empty where a function sends no email or signs no link;
+    # the code that needs one says so when it is missing.
+    receipts_from_address: str = ""
+    pay_link_base_url: str = ""
+    pay_link_signing_key_name: str = ""
 
     @classmethod
     def from_environ(cls) -> RuntimeSettings:
@@ -48,6 +59,9 @@ class RuntimeSettings(BaseModel):
             table_name=os.environ.get("TABLE_NAME", ""),
             clinic_secrets_prefix=os.environ.get("CLINIC_SECRETS_PREFIX", ""),
             stripe_api_base=os.environ.get("STRIPE_API_BASE") or None,
+            receipts_from_address=os.environ.get("RECEIPTS_FROM_ADDRESS", ""),
+            pay_link_base_url=os.environ.get("PAY_LINK_BASE_URL", ""),
+            pay_link_signing_key_name=os.environ.get("PAY_LINK_SIGNING_KEY_NAME", ""),
         )
 
 
@@ -65,6 +79,9 @@ class Container:
     credit: CreditService
     refunds: RefundService
     reconciler: Reconciler
+    documents: DocumentService
+    receipts: ReceiptMailer
+    pay_links: PayLinkService
 
 
 _AWS_CONFIG = Config(
@@ -79,9 +96,13 @@ def build_container(settings: RuntimeSettings) -> Container:
     repository = DynamoPaymentsRepository(dynamodb, settings.table_name)
     secrets = SecretsManagerClinicSecrets(secretsmanager, settings.clinic_secrets_prefix)
     stripe = StripeGateways(secrets, settings.stripe_api_base)
-    payments = PaymentService(repository, stripe, clock)
+    documents = DocumentService(repository, PdfRenderer())
+    email = SesEmailSender(_ses_client, settings.receipts_from_address)
+    receipts = ReceiptMailer(repository, repository, documents, email, clock)
+    payments = PaymentService(repository, stripe, clock, receipts)
     refunds = RefundService(repository, stripe, clock)
     saved_cards = SavedCardService(repository, stripe, payments, clock)
+    signing_key = SecretsManagerSigningKey(secretsmanager, settings.pay_link_signing_key_name)
     return Container(
         settings=settings,
         repository=repository,
@@ -96,8 +117,24 @@ def build_container(settings: RuntimeSettings) -> Container:
         ),
         admin=AdminService(repository, secrets, clock),
         credit=CreditService(repository, clock),
-        reconciler=Reconciler(repository, payments, stripe, clock),
+        reconciler=Reconciler(repository, payments, stripe, clock, receipts=receipts),
+        documents=documents,
+        receipts=receipts,
+        pay_links=PayLinkService(
+            repository,
+            repository,
+            payments,
+            signing_key,
+            email,
+            clock,
+            settings.pay_link_base_url,
+        ),
     )
+
+
+def _ses_client() -> SESClient:
+    client: SESClient = boto3.client("ses", config=_AWS_CONFIG)
+    return client
 
 
 _lock = threading.Lock()

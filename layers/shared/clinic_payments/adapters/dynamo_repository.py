@@ -43,6 +43,8 @@ from clinic_payments.domain.payments import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import (
     CreditApplication,
     IdempotencyRecord,
+    PaymentRequestRecord,
+    ReceiptRef,
     RefundWrite,
     SettlementWrite,
     StripeObjectLink,
@@ -56,6 +58,7 @@ _de = TypeDeserializer()
 
 EVENT_RETENTION_SECONDS = 60 * 60 * 24 * 30
 IDEMPOTENCY_RETENTION_SECONDS = 60 * 60 * 24
+RECEIPTS_UNSENT_PK = "RECEIPTS#UNSENT"
 _OPEN = (InvoiceStatus.OPEN.value, InvoiceStatus.PARTIALLY_PAID.value)
 
 
@@ -93,6 +96,17 @@ def _decode_cursor(cursor: str, prefix: str) -> str:
     if not sk.startswith(prefix):
         raise ValidationError("Invalid cursor.", [{"field": "cursor", "issue": "invalid"}])
     return sk
+
+
+def _index_after_settlement(p: Payment, values: dict[str, Any]) -> str:
+    """A settled payment leaves the pending index. One that owes a receipt email enters the
+    unsent-receipts index instead, in the settlement's own transaction, so the receipt is owed
+    whatever happens to the process that settled it (domain/receipts.py)."""
+    if not p.receipt_email:
+        return " REMOVE gsi1pk, gsi1sk"
+    values[":gpk"] = RECEIPTS_UNSENT_PK
+    values[":gsk"] = f"{p.succeeded_at}#{p.clinic_id}#{p.patient_id}#{p.id}"
+    return ", gsi1pk = :gpk, gsi1sk = :gsk"
 
 
 class DynamoPaymentsRepository:
@@ -370,6 +384,7 @@ class DynamoPaymentsRepository:
             ":null": None,
         }
         payment_values.update({f":from{i}": s.value for i, s in enumerate(allowed)})
+        index_clause = _index_after_settlement(p, payment_values)
         items: list[Any] = [
             {
                 "Update": {
@@ -379,7 +394,7 @@ class DynamoPaymentsRepository:
                         "SET #status = :status, allocations = :alloc, credit_amount = :credit, "
                         "fee_amount = :fee, amount_received = :received, "
                         "confirmation_number = :conf, succeeded_at = :at, payment_method = :pm, "
-                        "failure = :null REMOVE gsi1pk, gsi1sk"
+                        "failure = :null" + index_clause
                     ),
                     # The one guard of exactly-once: only a payment not yet settled settles.
                     "ConditionExpression": f"#status IN ({from_names})",
@@ -953,3 +968,125 @@ class DynamoPaymentsRepository:
         except ClientError as exc:
             if not _is_condition_failure(exc):
                 raise
+
+    # -- receipt emails (ReceiptOutbox) ------------------------------------------------------------
+
+    def _payment_key(self, ref: ReceiptRef) -> dict[str, Any]:
+        return _dump(
+            {"pk": patient_pk(ref.clinic_id, ref.patient_id), "sk": f"PAYMENT#{ref.payment_id}"}
+        )
+
+    def claim_receipt(self, ref: ReceiptRef, now: str, until: str) -> bool:
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._payment_key(ref),
+                UpdateExpression="SET receipt_claim_until = :until",
+                # One sender at a time, and never after it was sent: a claim whose holder died
+                # expires (ISO timestamps compare as text).
+                ConditionExpression=(
+                    "#status = :succeeded AND attribute_not_exists(receipt_sent_at) AND "
+                    "(attribute_not_exists(receipt_claim_until) OR receipt_claim_until < :now)"
+                ),
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues=_values(
+                    {":until": until, ":now": now, ":succeeded": PaymentStatus.SUCCEEDED.value}
+                ),
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def mark_receipt_sent(self, ref: ReceiptRef, at: str) -> None:
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._payment_key(ref),
+                UpdateExpression=(
+                    "SET receipt_sent_at = :at REMOVE receipt_claim_until, gsi1pk, gsi1sk"
+                ),
+                ConditionExpression="attribute_not_exists(receipt_sent_at)",
+                ExpressionAttributeValues=_values({":at": at}),
+            )
+        except ClientError as exc:
+            if not _is_condition_failure(exc):  # marked by a sender whose claim had expired
+                raise
+
+    def release_receipt(self, ref: ReceiptRef, *, give_up_after: int) -> bool:
+        try:
+            out = self._ddb.update_item(
+                TableName=self._table,
+                Key=self._payment_key(ref),
+                UpdateExpression="REMOVE receipt_claim_until ADD receipt_attempts :one",
+                ConditionExpression="attribute_not_exists(receipt_sent_at)",
+                ExpressionAttributeValues=_values({":one": 1}),
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        attempts = int(_load(out.get("Attributes", {})).get("receipt_attempts", 0))
+        if attempts < give_up_after:
+            return False
+        # Given up: out of the retry index, with the attempts on record for an operator.
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=self._payment_key(ref),
+                UpdateExpression="REMOVE gsi1pk, gsi1sk",
+                ConditionExpression="attribute_not_exists(receipt_sent_at) AND gsi1pk = :pk",
+                ExpressionAttributeValues=_values({":pk": RECEIPTS_UNSENT_PK}),
+            )
+        except ClientError as exc:
+            if not _is_condition_failure(exc):
+                raise
+        return True
+
+    def unsent_receipts(self, older_than: str, limit: int) -> list[ReceiptRef]:
+        # The GSI is eventually consistent: it says where to look; the claim decides.
+        refs: list[ReceiptRef] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk < :cutoff",
+            "ExpressionAttributeValues": _values(
+                {":pk": RECEIPTS_UNSENT_PK, ":cutoff": older_than}
+            ),
+        }
+        while len(refs) < limit:
+            page = self._ddb.query(**kwargs, Limit=limit - len(refs))
+            for raw in page.get("Items", []):
+                item = _load(raw)
+                refs.append(
+                    ReceiptRef(str(item["clinic_id"]), str(item["patient_id"]), str(item["id"]))
+                )
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return refs
+
+    # -- pay-online requests (PaymentRequestLog) -----------------------------------------------
+
+    def put_payment_request(self, record: PaymentRequestRecord) -> None:
+        self._ddb.put_item(
+            TableName=self._table,
+            Item=_dump(
+                {
+                    "pk": patient_pk(record.clinic_id, record.patient_id),
+                    "sk": f"PAYREQ#{record.id}",
+                    "type": "payment_request",
+                    "id": record.id,
+                    "clinic_id": record.clinic_id,
+                    "patient_id": record.patient_id,
+                    "invoice_id": record.invoice_id,
+                    "email": record.email,
+                    # Not "expires_at": that is the table's TTL attribute, and this record stays.
+                    "link_expires_at": record.expires_at,
+                    "created_by": codec.actor_to(record.created_by),
+                    "created_at": record.created_at,
+                }
+            ),
+        )

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
 
 CACHE_SECONDS = 300
+MIN_SIGNING_KEY_BYTES = 32
 
 
 class SecretsManagerClinicSecrets:
@@ -65,3 +66,21 @@ class SecretsManagerClinicSecrets:
                 Tags=[{"Key": "clinic_id", "Value": clinic_id}],
             )
         self._provider.clear_cache()
+
+
+class SecretsManagerSigningKey:
+    """SigningKey port: the pay-link signing key, one secret (a random string of 32+ characters),
+    read through Powertools Parameters with the same cache as the clinic keys."""
+
+    def __init__(self, client: SecretsManagerClient, name: str) -> None:
+        self._provider = SecretsProvider(boto3_client=client)
+        self._name = name
+
+    def get(self) -> bytes:
+        if not self._name:
+            raise RuntimeError("PAY_LINK_SIGNING_KEY_NAME is not set")
+        value: Any = self._provider.get(self._name, max_age=CACHE_SECONDS)
+        key = str(value).encode("utf-8")
+        if len(key) < MIN_SIGNING_KEY_BYTES:
+            raise RuntimeError(f"the secret {self._name} is shorter than 32 characters")
+        return key

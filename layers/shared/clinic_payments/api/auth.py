@@ -23,11 +23,14 @@ from clinic_payments.domain.errors import (
     ValidationError,
 )
 from clinic_payments.domain.model import Caller, Role
+from clinic_payments.domain.paylinks import TOKEN_PATTERN
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Stripe's payment method ids, as a payment's payment_method_id takes them.
 PAYMENT_METHOD_ID_PATTERN = re.compile(r"pm_[A-Za-z0-9_]{1,250}")
 PATH_IDS = ("clinic_id", "patient_id", "invoice_id", "payment_id", "account_id", "pm_id")
+# Pay-link tokens are longer than ids (base64url, up to 512 characters): their own check.
+PATH_TOKENS = ("token",)
 
 Middleware = Callable[[APIGatewayHttpResolver, NextMiddleware], Response[Any]]
 
@@ -80,6 +83,10 @@ def check_path_ids(params: dict[str, str]) -> None:
         bad.append({"field": "pm_id", "issue": "must be a Stripe payment method id (pm_...)"})
     if bad:
         raise ValidationError("Invalid identifier in the path.", bad)
+    for name in PATH_TOKENS:
+        if name in params and not TOKEN_PATTERN.fullmatch(params[name]):
+            # A link is all or nothing: a mangled one is as unknown as a forged one (not 422).
+            raise NotFoundError("This payment link is not valid.")
 
 
 def authorize(caller: Caller, params: dict[str, str], roles: frozenset[Role]) -> None:
@@ -110,7 +117,7 @@ def access(*roles: Role) -> Middleware:
 
 
 def public(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
-    """Route middleware for the routes with no token (webhook, health, docs): ids still checked."""
+    """Route middleware for the routes with no JWT (webhook, health, docs): ids still checked."""
     check_path_ids(app.context.get("_route_args") or {})
     return next_middleware(app)
 

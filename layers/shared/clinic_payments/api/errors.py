@@ -38,6 +38,8 @@ _STATUS: dict[type[e.DomainError], int] = {
     e.PaymentError: 402,
     e.PaymentProviderUnavailableError: 503,
     e.WebhookSignatureError: 400,
+    e.PayLinkExpiredError: 410,
+    e.EmailNotSentError: 503,
     UnsupportedMediaTypeError: 415,
     PayloadTooLargeError: 413,
 }

@@ -64,9 +64,13 @@ def idempotent(resource_prefix: str) -> Middleware:
                 "Idempotency-Key must be 1 to 255 printable characters.",
                 [{"field": "Idempotency-Key", "issue": "invalid"}],
             )
-        caller = current_caller(app)
-        clinic_id = (app.context.get("_route_args") or {}).get("clinic_id", "")
-        scope = hashlib.sha256(f"{clinic_id}\n{caller.sub}\n{key}".encode()).hexdigest()
+        # Scoped to the clinic and the caller; a route with no caller (a pay link) sets its own.
+        scoped_to = app.context.get("idempotency_scope")
+        if not isinstance(scoped_to, str):
+            caller = current_caller(app)
+            clinic_id = (app.context.get("_route_args") or {}).get("clinic_id", "")
+            scoped_to = f"{clinic_id}\n{caller.sub}"
+        scope = hashlib.sha256(f"{scoped_to}\n{key}".encode()).hexdigest()
         request_hash = _request_hash(app)
         repo = container().repository
         record, owner = repo.begin_request(

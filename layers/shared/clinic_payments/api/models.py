@@ -386,3 +386,79 @@ class DisputeOut(BaseModel):
     status: str
     reason: str | None
     opened_at: str
+
+
+# -- receipts, documents and pay links ------------------------------------------------------
+
+MAX_PAY_LINK_DAYS = 60
+
+
+class PaymentRequestCreate(Strict):
+    email: Email
+    expires_in_days: Annotated[int, Field(strict=True, ge=1, le=MAX_PAY_LINK_DAYS)] = 14
+
+
+class PaymentRequestOut(BaseModel):
+    id: str
+    invoice_id: str
+    email: str
+    url: str
+    expires_at: str
+    created_by: ActorOut
+    created_at: str
+
+
+class PayLinkPaymentRequest(Strict):
+    receipt_email: Email | None = None
+
+
+class AmountOwedOut(BaseModel):
+    clinic_name: str
+    invoice_number: str
+    balance_due: int
+    currency: str
+    due_date: str | None
+
+
+class PayLinkPaymentOut(BaseModel):
+    payment_id: str
+    status: str
+    amount: int
+    fee_amount: int
+    charge_amount: int
+    currency: str
+    client_secret: str | None
+    publishable_key: str | None
+
+
+class ReceiptCardOut(BaseModel):
+    brand: str | None
+    last4: str | None
+
+
+class ReceiptLineOut(BaseModel):
+    invoice_id: str
+    invoice_number: str | None
+    amount: int
+
+
+class ReceiptOut(BaseModel):
+    payment_id: str
+    confirmation_number: str
+    clinic_name: str
+    date_posted: str
+    succeeded_at: str
+    purpose: str
+    amount: int
+    fee_amount: int
+    total_charged: int
+    currency: str
+    method: str
+    card: ReceiptCardOut | None
+    paid: list[ReceiptLineOut]
+    credit_added: int
+    credit_balance: int
+    payer: str
+    reference: str | None
+    location_id: str | None
+    location_name: str | None

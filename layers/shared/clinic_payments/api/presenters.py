@@ -8,6 +8,7 @@ from clinic_payments.api.models import (
     ActivityOut,
     ActorOut,
     AllocationOut,
+    AmountOwedOut,
     CardOut,
     ConsentOut,
     DisputeOut,
@@ -15,13 +16,19 @@ from clinic_payments.api.models import (
     InvoiceLineOut,
     InvoiceOut,
     InvoicePaymentOut,
+    PayLinkPaymentOut,
     PaymentOut,
+    PaymentRequestOut,
+    ReceiptCardOut,
+    ReceiptLineOut,
+    ReceiptOut,
     RefundOut,
     SavedCardConsentOut,
     SavedCardOut,
     SettingsOut,
     StripeAccountOut,
 )
+from clinic_payments.domain.documents import Receipt
 from clinic_payments.domain.model import (
     Actor,
     Caller,
@@ -33,6 +40,8 @@ from clinic_payments.domain.model import (
     SavedCard,
     StripeAccount,
 )
+from clinic_payments.domain.paylinks import AmountOwed
+from clinic_payments.domain.ports import PaymentRequestRecord
 
 
 def actor_out(actor: Actor) -> ActorOut:
@@ -240,4 +249,76 @@ def settings_out(s: ClinicSettings) -> SettingsOut:
         tax_rates=[{"id": t.id, "name": t.name, "percent": str(t.percent)} for t in s.tax_rates],
         locations=[{"id": loc.id, "name": loc.name} for loc in s.locations],
         card_on_file_wording_version=s.card_on_file_wording_version,
+    )
+
+
+def receipt_out(receipt: Receipt) -> ReceiptOut:
+    return ReceiptOut(
+        payment_id=receipt.payment_id,
+        confirmation_number=receipt.confirmation_number,
+        clinic_name=receipt.clinic_name,
+        date_posted=receipt.date_posted,
+        succeeded_at=receipt.succeeded_at,
+        purpose=receipt.purpose.value,
+        amount=receipt.amount,
+        fee_amount=receipt.fee_amount,
+        total_charged=receipt.total_charged,
+        currency=receipt.currency,
+        method=receipt.method.value,
+        card=(
+            ReceiptCardOut(brand=receipt.card.brand, last4=receipt.card.last4)
+            if receipt.card
+            else None
+        ),
+        paid=[
+            ReceiptLineOut(
+                invoice_id=line.invoice_id, invoice_number=line.invoice_number, amount=line.amount
+            )
+            for line in receipt.paid
+        ],
+        credit_added=receipt.credit_added,
+        credit_balance=receipt.credit_balance,
+        payer=receipt.payer.value,
+        reference=receipt.reference,
+        location_id=receipt.location_id,
+        location_name=receipt.location_name,
+    )
+
+
+def payment_request_out(record: PaymentRequestRecord, url: str) -> PaymentRequestOut:
+    return PaymentRequestOut(
+        id=record.id,
+        invoice_id=record.invoice_id,
+        email=record.email,
+        url=url,
+        expires_at=record.expires_at,
+        created_by=actor_out(record.created_by),
+        created_at=record.created_at,
+    )
+
+
+def amount_owed_out(owed: AmountOwed) -> AmountOwedOut:
+    return AmountOwedOut(
+        clinic_name=owed.clinic_name,
+        invoice_number=owed.invoice_number,
+        balance_due=owed.balance_due,
+        currency=owed.currency,
+        due_date=owed.due_date,
+    )
+
+
+def pay_link_payment_out(
+    payment: Payment, caller: Caller, publishable_key: str | None
+) -> PayLinkPaymentOut:
+    """What the pay page needs to confirm the card with Stripe.js: no more of the payment."""
+    show_secret = may_see_client_secret(payment, caller)
+    return PayLinkPaymentOut(
+        payment_id=payment.id,
+        status=payment.status.value,
+        amount=payment.amount,
+        fee_amount=payment.fee_amount,
+        charge_amount=payment.charge_amount,
+        currency=payment.currency,
+        client_secret=payment.client_secret if show_secret else None,
+        publishable_key=publishable_key if show_secret else None,
     )

@@ -97,3 +97,27 @@ class WebhookSignatureError(DomainError):
     """A webhook whose signature, timestamp, clinic or account does not check out."""
 
     code = "invalid_signature"
+
+
+class PaymentNotSucceededError(ConflictError):
+    """A receipt was asked for a payment that has not succeeded (yet)."""
+
+    code = "payment_not_succeeded"
+
+
+class InvoiceNotPayableError(ConflictError):
+    """The invoice is paid or void: there is nothing to pay on it."""
+
+    code = "invoice_not_payable"
+
+
+class PayLinkExpiredError(DomainError):
+    """A genuine pay link whose time is up."""
+
+    code = "pay_link_expired"
+
+
+class EmailNotSentError(DomainError):
+    """The email service refused or could not be reached; nothing was sent."""
+
+    code = "email_unavailable"

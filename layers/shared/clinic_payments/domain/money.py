@@ -67,3 +67,19 @@ def gross_up(amount: int, percent: Decimal, fixed: int) -> int:
 def fee_for(amount: int, percent: Decimal, fixed: int) -> int:
     """The surcharge that passes the processing fee on: gross_up(amount) - amount."""
     return gross_up(amount, percent, fixed) - amount
+
+
+def format_amount(amount: int, currency: str) -> str:
+    """Minor units as the currency writes them: 135600 usd -> "1,356.00", 1500 jpy -> "1,500"."""
+    exponent = minor_unit_exponent(currency)
+    sign = "-" if amount < 0 else ""
+    units, minor = divmod(abs(amount), 10**exponent)
+    text = f"{units:,}"
+    if exponent:
+        text += f".{minor:0{exponent}d}"
+    return sign + text
+
+
+def format_money(amount: int, currency: str) -> str:
+    """An amount with its ISO code, unambiguous whichever dollar it is: "USD 1,356.00"."""
+    return f"{currency.upper()} {format_amount(amount, currency)}"

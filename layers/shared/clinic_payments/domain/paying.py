@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
@@ -56,10 +57,13 @@ from clinic_payments.domain.ports import (
     Clock,
     InvoiceCredit,
     PaymentsRepository,
+    ReceiptNotifier,
     SettlementWrite,
     StripeGateways,
     StripeObjectLink,
 )
+
+log = logging.getLogger(__name__)
 
 SETTLE_ATTEMPTS: Final = 8
 
@@ -112,11 +116,16 @@ class PaymentRequest:
 
 class PaymentService:
     def __init__(
-        self, repository: PaymentsRepository, stripe: StripeGateways, clock: Clock
+        self,
+        repository: PaymentsRepository,
+        stripe: StripeGateways,
+        clock: Clock,
+        receipts: ReceiptNotifier | None = None,
     ) -> None:
         self._repo = repository
         self._stripe = stripe
         self._clock = clock
+        self._receipts = receipts
 
     # -- reading -------------------------------------------------------------------------
 
@@ -363,7 +372,9 @@ class PaymentService:
                 confirm=payment_method_id is not None,
                 off_session=payment.off_session,
                 save_card=payment.save_card,
-                receipt_email=payment.receipt_email,
+                # The receipt is ours (receipts.py): Stripe would email a second one, and the
+                # patient's address is nothing Stripe needs.
+                receipt_email=None,
             )
         except CardDeclinedError as exc:
             failure = Failure(
@@ -501,15 +512,32 @@ class PaymentService:
     def _settle(self, payment: Payment, received: int, intent: IntentSnapshot | None) -> None:
         for _ in range(SETTLE_ATTEMPTS):
             current = self._repo.get_payment(payment.clinic_id, payment.patient_id, payment.id)
-            if current is None or current.status is PaymentStatus.SUCCEEDED:
+            if current is None:
+                return
+            if current.status is PaymentStatus.SUCCEEDED:
+                self._settled(current)  # settled before: the receipt may still be owed
                 return
             write = self._settlement_write(current, received, intent)
             try:
-                self._repo.settle(write)
+                if self._repo.settle(write):
+                    self._settled(write.payment)
                 return
             except StaleWriteError:
                 continue  # an invoice moved under us: read again and re-plan
         raise ConflictError("The payment could not be settled for contention; it will be retried.")
+
+    def _settled(self, payment: Payment) -> None:
+        """Hand a succeeded payment's receipt on. Settlement has committed: nothing here may
+        undo or fail it, so any error is logged and left to the receipt's own retries."""
+        if self._receipts is None or not payment.receipt_email:
+            return
+        try:
+            self._receipts.payment_settled(payment)
+        except Exception as exc:  # noqa: BLE001 - a receipt is not money
+            log.warning(
+                "receipt not handed on; the reconciler retries it",
+                extra={"payment_id": payment.id, "error_type": type(exc).__name__},
+            )
 
     def _settlement_write(
         self, payment: Payment, received: int, intent: IntentSnapshot | None

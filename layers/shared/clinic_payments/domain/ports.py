@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from clinic_payments.domain.model import (
+    Actor,
     Allocation,
     CardConsent,
     CardSetup,
@@ -29,6 +30,7 @@ from clinic_payments.domain.model import (
     StripeKeys,
     WebhookEvent,
 )
+from clinic_payments.domain.printable import PrintableDocument
 
 
 @dataclass(frozen=True)
@@ -291,17 +293,122 @@ class Clock(Protocol):
     def now(self) -> str: ...
 
 
+# -- documents and email ------------------------------------------------------------------
+
+
+class DocumentRenderer(Protocol):
+    def render(self, document: PrintableDocument) -> bytes:
+        """The document as a PDF."""
+        ...
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    to: str
+    subject: str
+    text: str
+    sender_name: str = ""  # shown beside the sending address, e.g. the clinic's name
+    attachments: tuple[Attachment, ...] = ()
+
+
+class EmailSender(Protocol):
+    def send(self, email: OutgoingEmail) -> None:
+        """Hand the email to the mail service; EmailNotSentError when it was not accepted."""
+        ...
+
+
+@dataclass(frozen=True)
+class ReceiptRef:
+    clinic_id: str
+    patient_id: str
+    payment_id: str
+
+
+class ReceiptOutbox(Protocol):
+    """The receipt owed for a settled payment with a receipt_email: claimed, then marked sent.
+
+    Settlement itself records that a receipt is owed (in the same transaction), so a receipt is
+    never forgotten whichever path settled the payment or whatever died afterwards.
+    """
+
+    def claim_receipt(self, ref: ReceiptRef, now: str, until: str) -> bool:
+        """Take the right to send until `until`: False when sent already or claimed by another
+        sender whose claim has not expired (or the payment has not succeeded)."""
+        ...
+
+    def mark_receipt_sent(self, ref: ReceiptRef, at: str) -> None: ...
+    def release_receipt(self, ref: ReceiptRef, *, give_up_after: int) -> bool:
+        """A send failed: count the attempt and let a retry claim it again. True when that was
+        attempt `give_up_after`, and the receipt is no longer retried."""
+        ...
+
+    def unsent_receipts(self, older_than: str, limit: int) -> list[ReceiptRef]:
+        """Receipts still owed, for payments that succeeded before `older_than`."""
+        ...
+
+
+class ReceiptNotifier(Protocol):
+    def payment_settled(self, payment: Payment) -> None:
+        """A payment with a receipt_email has succeeded (maybe again: this path may be reached
+        by the synchronous response, the webhook and the reconciler alike)."""
+        ...
+
+
+# -- pay links ----------------------------------------------------------------------------
+
+
+class SigningKey(Protocol):
+    def get(self) -> bytes:
+        """The secret key that signs pay links (cached; read from Secrets Manager)."""
+        ...
+
+
+@dataclass(frozen=True)
+class PaymentRequestRecord:
+    """A pay-online request sent to a patient: who sent it, where, and until when it is valid."""
+
+    id: str
+    clinic_id: str
+    patient_id: str
+    invoice_id: str
+    email: str
+    expires_at: str
+    created_by: Actor
+    created_at: str
+
+
+class PaymentRequestLog(Protocol):
+    def put_payment_request(self, record: PaymentRequestRecord) -> None: ...
+
+
 __all__ = [
     "Allocation",
+    "Attachment",
     "ClinicSecrets",
     "Clock",
     "CreditApplication",
+    "DocumentRenderer",
+    "EmailSender",
     "IdempotencyRecord",
     "InvoiceCredit",
     "InvoiceDebit",
+    "OutgoingEmail",
+    "PaymentRequestLog",
+    "PaymentRequestRecord",
     "PaymentsRepository",
+    "ReceiptNotifier",
+    "ReceiptOutbox",
+    "ReceiptRef",
     "RefundWrite",
     "SettlementWrite",
+    "SigningKey",
     "StripeGateway",
     "StripeGateways",
     "StripeObjectLink",

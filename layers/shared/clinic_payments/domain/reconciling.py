@@ -16,6 +16,7 @@ from clinic_payments.domain.ports import (
     StripeGateways,
     StripeObjectLink,
 )
+from clinic_payments.domain.receipts import ReceiptMailer
 from clinic_payments.domain.timeutil import from_iso, to_iso
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ class ReconcileReport:
     updated: int = 0
     unchanged: int = 0
     abandoned: int = 0
+    receipts_sent: int = 0
+    receipts_failed: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -41,6 +44,7 @@ class Reconciler:
         *,
         min_age: timedelta = timedelta(minutes=5),
         abandon_after: timedelta = timedelta(hours=24),
+        receipts: ReceiptMailer | None = None,
     ) -> None:
         self._repo = repository
         self._payments = payments
@@ -48,6 +52,7 @@ class Reconciler:
         self._clock = clock
         self._min_age = min_age
         self._abandon_after = abandon_after
+        self._receipts = receipts
 
     def run(self, limit: int = 1000) -> ReconcileReport:
         report = ReconcileReport()
@@ -60,6 +65,10 @@ class Reconciler:
             except DomainError as exc:
                 # One clinic's Stripe outage must not stop the others; the next run retries.
                 report.errors.append(f"{link.payment_id}: {exc.code}")
+        if self._receipts is not None:
+            # Receipts still owed: a send that failed, or a process that died after settling.
+            retried = self._receipts.retry_unsent(older_than=cutoff, limit=limit)
+            report.receipts_sent, report.receipts_failed = retried.sent, retried.failed
         return report
 
     def _reconcile_one(

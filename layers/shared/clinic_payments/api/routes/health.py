@@ -26,7 +26,9 @@ def all_routers() -> list[APIGatewayHttpRouter]:
     """Every route of the API, for the OpenAPI document."""
     from clinic_payments.api.routes.admin import admin_router
     from clinic_payments.api.routes.credit import credit_router, topup_router
+    from clinic_payments.api.routes.documents import document_reader
     from clinic_payments.api.routes.invoices import invoice_reader, invoice_writer
+    from clinic_payments.api.routes.paylinks import pay_link_router, payment_request_writer
     from clinic_payments.api.routes.payments import payment_reader, payment_writer, refund_router
     from clinic_payments.api.routes.saved_cards import saved_cards_router
     from clinic_payments.api.routes.webhooks import webhook_router
@@ -43,6 +45,9 @@ def all_routers() -> list[APIGatewayHttpRouter]:
         credit_router(),
         topup_router(),
         refund_router(),
+        document_reader(),
+        payment_request_writer(),
+        pay_link_router(),
     ]
 
 

@@ -1,0 +1,331 @@
+"""Receipts and invoice documents: what they say, composed by pure functions.
+
+A document is described here as text in blocks (facts, tables, totals); an adapter lays it out
+as a PDF and the same description reads as the plain-text body of an email. Amounts are written
+in the currency's own minor unit (money.format_amount). These documents are ours: nothing in
+them goes to Stripe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from clinic_payments.domain.errors import NotFoundError, PaymentNotSucceededError
+from clinic_payments.domain.ids import confirmation_number
+from clinic_payments.domain.model import (
+    CardSummary,
+    ClinicSettings,
+    Credit,
+    Invoice,
+    InvoiceStatus,
+    Payer,
+    Payment,
+    PaymentMethodType,
+    PaymentPurpose,
+    PaymentStatus,
+)
+from clinic_payments.domain.money import format_amount, format_money
+from clinic_payments.domain.ports import (
+    Attachment,
+    DocumentRenderer,
+    OutgoingEmail,
+    PaymentsRepository,
+)
+from clinic_payments.domain.printable import (
+    Align,
+    Block,
+    Column,
+    Paragraph,
+    PrintableDocument,
+    Table,
+    TotalRow,
+    Totals,
+    plain_text,
+)
+
+# -- receipts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReceiptLine:
+    invoice_id: str
+    invoice_number: str | None
+    amount: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    payment_id: str
+    clinic_id: str
+    patient_id: str
+    clinic_name: str
+    confirmation_number: str
+    date_posted: str  # the UTC date the payment succeeded, YYYY-MM-DD
+    succeeded_at: str
+    purpose: PaymentPurpose
+    amount: int  # applied to invoices and credit
+    fee_amount: int
+    total_charged: int  # amount + fee: what the card was charged or the clinic received
+    currency: str
+    method: PaymentMethodType
+    card: CardSummary | None
+    paid: list[ReceiptLine]
+    credit_added: int
+    credit_balance: int  # the patient's credit in this currency when the receipt was made
+    payer: Payer
+    reference: str | None
+    location_id: str | None
+    location_name: str | None
+
+
+def compose_receipt(
+    payment: Payment,
+    invoices: Mapping[str, Invoice],
+    settings: ClinicSettings,
+    credit: Credit,
+) -> Receipt:
+    """The receipt of a succeeded payment; any other payment has none (yet)."""
+    if payment.status is not PaymentStatus.SUCCEEDED or payment.succeeded_at is None:
+        raise PaymentNotSucceededError(
+            f"This payment has not succeeded (status: {payment.status.value}); its receipt "
+            "exists once it has."
+        )
+    location = next((loc for loc in settings.locations if loc.id == payment.location_id), None)
+    total = payment.amount_received or payment.charge_amount
+    return Receipt(
+        payment_id=payment.id,
+        clinic_id=payment.clinic_id,
+        patient_id=payment.patient_id,
+        clinic_name=settings.clinic_name,
+        confirmation_number=payment.confirmation_number or confirmation_number(payment.id),
+        date_posted=payment.succeeded_at[:10],
+        succeeded_at=payment.succeeded_at,
+        purpose=payment.purpose,
+        amount=total - payment.fee_amount,
+        fee_amount=payment.fee_amount,
+        total_charged=total,
+        currency=payment.currency,
+        method=payment.method,
+        card=payment.payment_method if payment.method is PaymentMethodType.CARD else None,
+        paid=[
+            ReceiptLine(
+                a.invoice_id,
+                invoices[a.invoice_id].number if a.invoice_id in invoices else None,
+                a.amount,
+            )
+            for a in payment.allocations
+        ],
+        credit_added=payment.credit_amount,
+        credit_balance=credit.balance,
+        payer=payment.payer,
+        reference=payment.reference,
+        location_id=payment.location_id,
+        location_name=location.name if location else None,
+    )
+
+
+PAYER_LABELS = {
+    Payer.SELF: "Self",
+    Payer.COPAY: "Co-pay",
+    Payer.COINSURANCE: "Co-insurance",
+    Payer.DEDUCTIBLE: "Deductible",
+}
+
+
+def method_label(method: PaymentMethodType, card: CardSummary | None) -> str:
+    if method is not PaymentMethodType.CARD:
+        return method.value.capitalize()
+    if card is None or not card.last4:
+        return "Card"
+    brand = (card.brand or "card").replace("_", " ").title()
+    return f"{brand} ending {card.last4}"
+
+
+def receipt_document(receipt: Receipt) -> PrintableDocument:
+    cur = receipt.currency
+    facts = [
+        ("Confirmation #", receipt.confirmation_number),
+        ("Date posted", receipt.date_posted),
+        ("Payment method", method_label(receipt.method, receipt.card)),
+        ("Payer", PAYER_LABELS[receipt.payer]),
+    ]
+    if receipt.reference:
+        facts.append(("Reference", receipt.reference))
+    if receipt.location_name:
+        facts.append(("Location", receipt.location_name))
+    applied = Table(
+        heading="Applied to",
+        columns=[Column("Invoice", 0.7), Column(f"Amount ({cur.upper()})", 0.3, Align.RIGHT)],
+        rows=[
+            [f"Invoice {line.invoice_number or line.invoice_id}", format_amount(line.amount, cur)]
+            for line in receipt.paid
+        ],
+        empty=(
+            "Account credit top-up"
+            if receipt.purpose is PaymentPurpose.CREDIT_TOPUP
+            else "No invoice: the payment was added to account credit"
+        ),
+    )
+    totals = [
+        TotalRow("Amount", format_money(receipt.amount, cur)),
+        TotalRow("Processing fee", format_money(receipt.fee_amount, cur)),
+        TotalRow("Total charged", format_money(receipt.total_charged, cur), bold=True),
+        TotalRow("Credit added", format_money(receipt.credit_added, cur)),
+        TotalRow("Account credit balance", format_money(receipt.credit_balance, cur)),
+    ]
+    return PrintableDocument(
+        filename=f"receipt-{receipt.confirmation_number}.pdf",
+        issuer=receipt.clinic_name or "Clinic",
+        title="Payment receipt",
+        facts=facts,
+        blocks=[applied, Totals(totals), Paragraph("Thank you for your payment.")],
+    )
+
+
+# -- invoices -------------------------------------------------------------------------------
+
+STATUS_LABELS = {
+    InvoiceStatus.OPEN: "Open",
+    InvoiceStatus.PARTIALLY_PAID: "Partially paid",
+    InvoiceStatus.PAID: "Paid",
+    InvoiceStatus.VOID: "Void",
+}
+
+
+def invoice_document(invoice: Invoice, settings: ClinicSettings) -> PrintableDocument:
+    cur = invoice.currency
+    facts = [
+        ("Invoice number", invoice.number),
+        ("Date issued", invoice.created_at[:10]),
+        ("Due date", invoice.due_date or "On receipt"),
+        ("Status", STATUS_LABELS[invoice.status]),
+        ("Currency", cur.upper()),
+    ]
+    if invoice.paid_at:
+        facts.append(("Paid on", invoice.paid_at[:10]))
+    if invoice.voided_at:
+        facts.append(("Voided on", invoice.voided_at[:10]))
+    rows = []
+    for line in invoice.lines:
+        tax = ""
+        if line.tax_rate_id is not None:
+            rate = settings.tax_rate(line.tax_rate_id)
+            tax = f"{rate.name if rate else 'Tax'} {format_amount(line.tax_amount, cur)}"
+        rows.append(
+            [
+                line.service_date or "",
+                line.description,
+                str(line.quantity),
+                format_amount(line.unit_amount, cur),
+                tax,
+                format_amount(line.amount, cur),
+            ]
+        )
+    services = Table(
+        heading="Services",
+        columns=[
+            Column("Date", 0.13),
+            Column("Description", 0.37),
+            Column("Qty", 0.07, Align.RIGHT),
+            Column("Unit price", 0.14, Align.RIGHT),
+            Column("Tax", 0.14, Align.RIGHT),
+            Column("Amount", 0.15, Align.RIGHT),
+        ],
+        rows=rows,
+    )
+    totals = Totals(
+        [
+            TotalRow("Subtotal", format_money(invoice.subtotal, cur)),
+            TotalRow("Tax", format_money(invoice.tax, cur)),
+            TotalRow("Total", format_money(invoice.total, cur)),
+            TotalRow("Paid", format_money(invoice.amount_paid, cur)),
+            TotalRow("Balance due", format_money(invoice.balance_due, cur), bold=True),
+        ]
+    )
+    payments = Table(
+        heading="Payments",
+        columns=[
+            Column("Date", 0.2),
+            Column("Method", 0.25),
+            Column("Confirmation #", 0.3),
+            Column(f"Amount ({cur.upper()})", 0.25, Align.RIGHT),
+        ],
+        rows=[
+            [
+                ref.at[:10],
+                ref.method.capitalize(),
+                confirmation_number(ref.payment_id),
+                format_amount(ref.amount, cur),
+            ]
+            for ref in invoice.payments
+        ],
+        empty="No payments yet.",
+    )
+    blocks: list[Block] = [services, totals, payments]
+    if invoice.memo:
+        blocks.append(Paragraph(f"Memo: {invoice.memo}"))
+    return PrintableDocument(
+        filename=f"invoice-{invoice.number}.pdf",
+        issuer=settings.clinic_name or "Clinic",
+        title=f"Invoice {invoice.number}",
+        facts=facts,
+        blocks=blocks,
+    )
+
+
+# -- the service ------------------------------------------------------------------------------
+
+
+class DocumentService:
+    def __init__(self, repository: PaymentsRepository, renderer: DocumentRenderer) -> None:
+        self._repo = repository
+        self._renderer = renderer
+
+    def _settings(self, clinic_id: str) -> ClinicSettings:
+        return self._repo.get_settings(clinic_id) or ClinicSettings(clinic_id=clinic_id)
+
+    def receipt(self, clinic_id: str, patient_id: str, payment_id: str) -> Receipt:
+        payment = self._repo.get_payment(clinic_id, patient_id, payment_id)
+        if payment is None:
+            raise NotFoundError("Payment not found.")
+        return self.receipt_of(payment)
+
+    def receipt_of(self, payment: Payment) -> Receipt:
+        invoices: dict[str, Invoice] = {}
+        for allocation in payment.allocations:
+            found = self._repo.get_invoice(
+                payment.clinic_id, payment.patient_id, allocation.invoice_id
+            )
+            if found is not None:
+                invoices[found.id] = found
+        credit = self._repo.get_credit(payment.clinic_id, payment.patient_id, payment.currency)
+        return compose_receipt(payment, invoices, self._settings(payment.clinic_id), credit)
+
+    def receipt_pdf(self, receipt: Receipt) -> tuple[PrintableDocument, bytes]:
+        document = receipt_document(receipt)
+        return document, self._renderer.render(document)
+
+    def invoice_pdf(
+        self, clinic_id: str, patient_id: str, invoice_id: str
+    ) -> tuple[PrintableDocument, bytes]:
+        invoice = self._repo.get_invoice(clinic_id, patient_id, invoice_id)
+        if invoice is None:
+            raise NotFoundError("Invoice not found.")
+        document = invoice_document(invoice, self._settings(clinic_id))
+        return document, self._renderer.render(document)
+
+
+def receipt_email(
+    receipt: Receipt, document: PrintableDocument, pdf: bytes, to: str
+) -> OutgoingEmail:
+    """The receipt by email: its text in the body, the PDF attached."""
+    clinic = receipt.clinic_name or "your clinic"
+    total = format_money(receipt.total_charged, receipt.currency)
+    return OutgoingEmail(
+        to=to,
+        subject=f"Your receipt from {clinic}: {total} (confirmation {receipt.confirmation_number})",
+        text=plain_text(document) + "\nThe receipt is attached as a PDF.\n",
+        sender_name=receipt.clinic_name,
+        attachments=(Attachment(document.filename, "application/pdf", pdf),),
+    )

@@ -1,0 +1,340 @@
+"""Receipts and invoice documents: pure composition, amounts per currency, and the PDF writer."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import replace
+from decimal import Decimal
+
+import pypdf
+import pytest
+from clinic_payments.adapters.pdf import PdfRenderer, encode, text_width, wrap
+from clinic_payments.api.routes.documents import prefers_pdf
+from clinic_payments.domain.documents import (
+    compose_receipt,
+    invoice_document,
+    receipt_document,
+    receipt_email,
+)
+from clinic_payments.domain.errors import PaymentNotSucceededError
+from clinic_payments.domain.ids import confirmation_number
+from clinic_payments.domain.model import (
+    Actor,
+    Allocation,
+    CardSummary,
+    ClinicSettings,
+    Credit,
+    Invoice,
+    InvoiceLine,
+    InvoicePaymentRef,
+    InvoiceStatus,
+    Location,
+    Payer,
+    Payment,
+    PaymentMethodType,
+    PaymentPurpose,
+    PaymentStatus,
+    Role,
+    TaxRate,
+)
+from clinic_payments.domain.money import format_amount, format_money
+from clinic_payments.domain.printable import Table, Totals, plain_text
+
+pytestmark = pytest.mark.unit
+
+SETTINGS = ClinicSettings(
+    clinic_id="c1",
+    clinic_name="Clinique Physio Étoile",
+    tax_rates=[TaxRate("tax_hst", "HST", Decimal(13))],
+    locations=[Location("loc_main", "Main Street")],
+)
+STAFF = Actor("staff-1", Role.STAFF)
+
+
+def invoice(**changes: object) -> Invoice:
+    lines = [
+        InvoiceLine(
+            "line_1", "Physiotherapy session", "2026-11-20", 1, 12000, 12000, "tax_hst", 1560
+        ),
+        InvoiceLine("line_2", "Resistance band", "2026-11-20", 2, 2500, 5000, None, 0),
+        InvoiceLine("line_3", "Massage therapy", "2026-11-21", 1, 9000, 9000, "tax_hst", 1170),
+    ]
+    base = Invoice(
+        id="inv_1",
+        number="000123",
+        clinic_id="c1",
+        patient_id="p1",
+        status=InvoiceStatus.PARTIALLY_PAID,
+        currency="usd",
+        lines=lines,
+        subtotal=26000,
+        tax=2730,
+        total=28730,
+        amount_paid=5000,
+        due_date="2026-12-01",
+        memo="November visits",
+        created_at="2026-11-20T10:00:00.000Z",
+        created_by=STAFF,
+        payments=[
+            InvoicePaymentRef("pay_01kq3abcdefghjkmn", 5000, "cash", "2026-11-21T09:00:00.000Z")
+        ],
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def card_payment(**changes: object) -> Payment:
+    base = Payment(
+        id="pay_01kq3zzzzzzmnpqrst",
+        clinic_id="c1",
+        patient_id="p1",
+        status=PaymentStatus.SUCCEEDED,
+        method=PaymentMethodType.CARD,
+        purpose=PaymentPurpose.INVOICE,
+        amount=30000,
+        fee_amount=924,
+        currency="usd",
+        allocations=[Allocation("inv_1", 23730)],
+        credit_amount=6270,
+        created_by=Actor("patient-1", Role.PATIENT),
+        created_at="2026-11-22T23:59:00.000Z",
+        payer=Payer.COPAY,
+        reference="1.1.2026 1000 CC",
+        note="DOS 90837",  # a staff note: never on the receipt
+        receipt_email="patient@example.com",
+        location_id="loc_main",
+        payment_method=CardSummary("pm_1", "visa", "4242"),
+        confirmation_number="ZZZMNPQRST",
+        succeeded_at="2026-11-23T00:00:01.000Z",
+        amount_received=30924,
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+# -- amounts ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "expected"),
+    [
+        (135600, "usd", "1,356.00"),
+        (5, "usd", "0.05"),
+        (0, "cad", "0.00"),
+        (-2550, "eur", "-25.50"),
+        (1500, "jpy", "1,500"),  # zero-decimal: no minor unit
+        (1234567, "krw", "1,234,567"),
+        (1500, "kwd", "1.500"),  # three decimals
+        (99_999_999, "usd", "999,999.99"),
+    ],
+)
+def test_amounts_are_written_in_the_currencys_minor_unit(
+    amount: int, currency: str, expected: str
+) -> None:
+    assert format_amount(amount, currency) == expected
+
+
+def test_money_carries_its_iso_code() -> None:
+    assert format_money(13560, "usd") == "USD 135.60"
+    assert format_money(1500, "JPY") == "JPY 1,500"
+
+
+# -- receipts ---------------------------------------------------------------------------------
+
+
+def test_a_receipt_says_what_was_charged_applied_and_left_as_credit() -> None:
+    receipt = compose_receipt(
+        card_payment(), {"inv_1": invoice()}, SETTINGS, Credit(8000, "usd", 3)
+    )
+    assert receipt.confirmation_number == "ZZZMNPQRST"
+    assert receipt.clinic_name == "Clinique Physio Étoile"
+    assert receipt.date_posted == "2026-11-23"  # the UTC date it succeeded, not created
+    assert (receipt.amount, receipt.fee_amount, receipt.total_charged) == (30000, 924, 30924)
+    assert [(line.invoice_number, line.amount) for line in receipt.paid] == [("000123", 23730)]
+    assert (receipt.credit_added, receipt.credit_balance) == (6270, 8000)
+    assert receipt.card == CardSummary("pm_1", "visa", "4242")
+    assert receipt.location_name == "Main Street"
+
+
+def test_a_cash_receipt_has_no_card_and_totals_what_was_received() -> None:
+    payment = card_payment(
+        method=PaymentMethodType.CASH,
+        fee_amount=0,
+        amount=2000,
+        amount_received=2000,
+        allocations=[Allocation("inv_1", 2000)],
+        credit_amount=0,
+        payment_method=None,
+    )
+    receipt = compose_receipt(payment, {"inv_1": invoice()}, SETTINGS, Credit(0, "usd", 0))
+    assert receipt.card is None
+    assert (receipt.amount, receipt.total_charged) == (2000, 2000)
+    assert receipt_document(receipt).facts[2] == ("Payment method", "Cash")
+
+
+@pytest.mark.parametrize(
+    "status", [s for s in PaymentStatus if s is not PaymentStatus.SUCCEEDED], ids=str
+)
+def test_only_a_succeeded_payment_has_a_receipt(status: PaymentStatus) -> None:
+    payment = card_payment(status=status, succeeded_at=None, confirmation_number=None)
+    with pytest.raises(PaymentNotSucceededError, match=status.value):
+        compose_receipt(payment, {}, SETTINGS, Credit(0, "usd", 0))
+
+
+def test_the_receipt_document_reads_the_same_as_text_and_leaves_staff_notes_out() -> None:
+    receipt = compose_receipt(
+        card_payment(), {"inv_1": invoice()}, SETTINGS, Credit(8000, "usd", 3)
+    )
+    document = receipt_document(receipt)
+    text = plain_text(document)
+    for expected in (
+        "Confirmation #: ZZZMNPQRST",
+        "Date posted: 2026-11-23",
+        "Payment method: Visa ending 4242",
+        "Payer: Co-pay",
+        "Reference: 1.1.2026 1000 CC",
+        "Invoice 000123 | 237.30",
+        "Total charged: USD 309.24",
+        "Processing fee: USD 9.24",
+        "Credit added: USD 62.70",
+        "Account credit balance: USD 80.00",
+    ):
+        assert expected in text, text
+    assert "DOS 90837" not in text
+    assert document.filename == "receipt-ZZZMNPQRST.pdf"
+
+
+def test_a_top_up_receipt_says_so_instead_of_listing_invoices() -> None:
+    payment = card_payment(purpose=PaymentPurpose.CREDIT_TOPUP, allocations=[], credit_amount=30000)
+    receipt = compose_receipt(payment, {}, SETTINGS, Credit(30000, "usd", 1))
+    [applied] = [b for b in receipt_document(receipt).blocks if isinstance(b, Table)]
+    assert (applied.rows, applied.empty) == ([], "Account credit top-up")
+
+
+def test_the_receipt_email_attaches_the_pdf_and_names_the_clinic() -> None:
+    receipt = compose_receipt(card_payment(), {"inv_1": invoice()}, SETTINGS, Credit(0, "usd", 0))
+    document = receipt_document(receipt)
+    email = receipt_email(receipt, document, b"%PDF-1.7 ...", "patient@example.com")
+    assert email.to == "patient@example.com"
+    assert email.sender_name == "Clinique Physio Étoile"
+    assert email.subject == (
+        "Your receipt from Clinique Physio Étoile: USD 309.24 (confirmation ZZZMNPQRST)"
+    )
+    assert [(a.filename, a.content_type) for a in email.attachments] == [
+        ("receipt-ZZZMNPQRST.pdf", "application/pdf")
+    ]
+    assert "Total charged: USD 309.24" in email.text
+
+
+# -- invoices ---------------------------------------------------------------------------------
+
+
+def test_the_invoice_document_has_lines_tax_totals_and_payments() -> None:
+    document = invoice_document(invoice(), SETTINGS)
+    services, totals, payments = document.blocks[:3]
+    assert isinstance(services, Table)
+    assert services.rows == [
+        ["2026-11-20", "Physiotherapy session", "1", "120.00", "HST 15.60", "120.00"],
+        ["2026-11-20", "Resistance band", "2", "25.00", "", "50.00"],
+        ["2026-11-21", "Massage therapy", "1", "90.00", "HST 11.70", "90.00"],
+    ]
+    assert isinstance(totals, Totals)
+    assert [(r.label, r.value, r.bold) for r in totals.rows] == [
+        ("Subtotal", "USD 260.00", False),
+        ("Tax", "USD 27.30", False),
+        ("Total", "USD 287.30", False),
+        ("Paid", "USD 50.00", False),
+        ("Balance due", "USD 237.30", True),
+    ]
+    assert isinstance(payments, Table)
+    assert payments.rows == [
+        ["2026-11-21", "Cash", confirmation_number("pay_01kq3abcdefghjkmn"), "50.00"]
+    ]
+    assert ("Due date", "2026-12-01") in document.facts
+    assert ("Status", "Partially paid") in document.facts
+    assert document.title == "Invoice 000123"
+    assert document.filename == "invoice-000123.pdf"
+
+
+def test_a_void_invoice_says_so_and_owes_nothing() -> None:
+    document = invoice_document(
+        invoice(
+            status=InvoiceStatus.VOID,
+            amount_paid=0,
+            payments=[],
+            voided_at="2026-11-25T00:00:00.000Z",
+        ),
+        SETTINGS,
+    )
+    assert ("Status", "Void") in document.facts
+    assert ("Voided on", "2026-11-25") in document.facts
+    totals = next(b for b in document.blocks if isinstance(b, Totals))
+    assert totals.rows[-1].value == "USD 0.00"
+
+
+# -- the PDF ----------------------------------------------------------------------------------
+
+
+def read(pdf: bytes) -> str:
+    reader = pypdf.PdfReader(io.BytesIO(pdf), strict=True)
+    return "\n".join(page.extract_text() for page in reader.pages)
+
+
+def test_the_pdf_is_a_valid_document_with_the_invoice_in_it() -> None:
+    pdf = PdfRenderer().render(invoice_document(invoice(), SETTINGS))
+    assert pdf.startswith(b"%PDF-1.7")
+    assert pdf.rstrip().endswith(b"%%EOF")
+    assert b"(Invoice 000123) Tj" in pdf  # uncompressed: the text is searchable as it is
+    text = read(pdf)
+    for expected in ("Clinique Physio Étoile", "Invoice 000123", "USD 237.30", "Massage therapy"):
+        assert expected in text, text
+    assert len(pdf) < 10_000
+
+
+def test_a_long_invoice_runs_over_pages_with_its_table_header_repeated() -> None:
+    lines = [
+        InvoiceLine(f"line_{i}", f"Session {i}", "2026-11-20", 1, 1000, 1000, None, 0)
+        for i in range(100)
+    ]
+    long = invoice(lines=lines, subtotal=100000, tax=0, total=100000, currency="jpy")
+    pdf = PdfRenderer().render(invoice_document(long, SETTINGS))
+    reader = pypdf.PdfReader(io.BytesIO(pdf), strict=True)
+    assert len(reader.pages) >= 3
+    second = reader.pages[1].extract_text()
+    assert "Services (continued)" in second
+    assert "page 2 of" in second
+    assert "Session 99" in reader.pages[-1].extract_text()
+
+
+def test_text_outside_winansi_prints_as_a_question_mark_never_fails() -> None:
+    assert encode("Café \u2013 5 €") == b"Caf\xe9 \x96 5 \x80"  # WinAnsi: é, en dash, euro
+    assert encode("诊所") == b"??"
+    assert encode("a\tb\x00c") == b"a b c"
+    pdf = PdfRenderer().render(invoice_document(invoice(memo="诊所 (clinic) ) \\ ("), SETTINGS))
+    assert "(clinic)" in read(pdf)
+
+
+def test_wrapping_keeps_every_line_within_its_width() -> None:
+    text = "Physiotherapy " * 20 + "Supercalifragilisticexpialidocious" * 3
+    lines = wrap(text, "F1", 9, 120)
+    assert len(lines) > 5
+    assert all(text_width(line, "F1", 9) <= 120 for line in lines)
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+
+
+@pytest.mark.parametrize(
+    ("accept", "pdf"),
+    [
+        ("application/pdf", True),
+        ("application/json", False),
+        ("", False),
+        ("*/*", False),
+        ("text/html,application/xhtml+xml,*/*;q=0.8", False),
+        ("application/pdf, application/json", True),
+        ("application/json, application/pdf;q=0.5", False),
+        ("application/json;q=0.4, application/pdf;q=0.9", True),
+        ("Application/PDF", True),
+        ("application/pdf;q=0", False),
+        ("application/pdf;q=nonsense", False),
+    ],
+)
+def test_a_receipt_is_a_pdf_only_when_accept_prefers_one(accept: str, pdf: bool) -> None:
+    assert prefers_pdf(accept) is pdf
