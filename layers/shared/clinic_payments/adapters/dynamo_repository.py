@@ -124,6 +124,52 @@ class DynamoPaymentsRepository:
         ).get("Item")
         return _load(raw) if raw else None
 
+    def _put_if_absent(self, item: Item) -> bool:
+        """Put a new item; False (and nothing written) when its key exists already."""
+        try:
+            self._ddb.put_item(
+                TableName=self._table,
+                Item=_dump(item),
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
+
+    def _page(
+        self,
+        kwargs: dict[str, Any],
+        pk: str,
+        prefix: str,
+        limit: int,
+        cursor: str | None,
+    ) -> tuple[list[Item], str | None]:
+        """Newest-first items of one partition under a key prefix, `limit` at a time, filters
+        included (a filtered page is topped up until full); the cursor carries only a sort key."""
+        kwargs = {
+            **kwargs,
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        start = _decode_cursor(cursor, prefix) if cursor else None
+        found: list[Item] = []
+        while True:
+            if start:
+                kwargs["ExclusiveStartKey"] = _dump({"pk": pk, "sk": start})
+            kwargs["Limit"] = limit - len(found) + 1
+            page = self._ddb.query(**kwargs)
+            for raw in page.get("Items", []):
+                found.append(_load(raw))
+                if len(found) > limit:
+                    return found[:limit], _encode_cursor(str(found[limit - 1]["sk"]))
+            if "LastEvaluatedKey" not in page:
+                return found, None
+            start = str(_load(page["LastEvaluatedKey"])["sk"])
+
     def _query_all(self, pk: str, prefix: str) -> list[Item]:
         items: list[Item] = []
         kwargs: dict[str, Any] = {
@@ -185,12 +231,7 @@ class DynamoPaymentsRepository:
     def list_invoices(
         self, clinic_id: str, patient_id: str, status: str, limit: int, cursor: str | None
     ) -> Page[Invoice]:
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ScanIndexForward": False,  # ids are time-ordered: newest first
-            "ConsistentRead": True,
-        }
+        kwargs: dict[str, Any] = {}
         values: dict[str, Any] = {":pk": patient_pk(clinic_id, patient_id), ":prefix": "INVOICE#"}
         if status != "all":
             wanted = _OPEN if status == "open" else (status,)
@@ -199,23 +240,10 @@ class DynamoPaymentsRepository:
             kwargs["ExpressionAttributeNames"] = {"#status": "status"}
             values.update({f":s{i}": s for i, s in enumerate(wanted)})
         kwargs["ExpressionAttributeValues"] = _values(values)
-        start = _decode_cursor(cursor, "INVOICE#") if cursor else None
-        found: list[Invoice] = []
-        while True:
-            if start:
-                kwargs["ExclusiveStartKey"] = _dump(
-                    {"pk": patient_pk(clinic_id, patient_id), "sk": start}
-                )
-            kwargs["Limit"] = limit - len(found) + 1
-            page = self._ddb.query(**kwargs)
-            for raw in page.get("Items", []):
-                found.append(codec.invoice_from(_load(raw)))
-                if len(found) > limit:
-                    last = found[limit - 1]
-                    return Page(found[:limit], _encode_cursor(f"INVOICE#{last.id}"))
-            if "LastEvaluatedKey" not in page:
-                return Page(found, None)
-            start = str(_load(page["LastEvaluatedKey"])["sk"])
+        items, next_cursor = self._page(
+            kwargs, patient_pk(clinic_id, patient_id), "INVOICE#", limit, cursor
+        )
+        return Page([codec.invoice_from(i) for i in items], next_cursor)
 
     def all_invoices(self, clinic_id: str, patient_id: str) -> list[Invoice]:
         items = self._query_all(patient_pk(clinic_id, patient_id), "INVOICE#")
@@ -245,17 +273,7 @@ class DynamoPaymentsRepository:
     # -- payments --------------------------------------------------------------------------
 
     def put_new_payment(self, payment: Payment) -> bool:
-        try:
-            self._ddb.put_item(
-                TableName=self._table,
-                Item=_dump(codec.payment_to_item(payment)),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return self._put_if_absent(codec.payment_to_item(payment))
 
     def get_payment(self, clinic_id: str, patient_id: str, payment_id: str) -> Payment | None:
         item = self._get(patient_pk(clinic_id, patient_id), f"PAYMENT#{payment_id}")
@@ -622,32 +640,14 @@ class DynamoPaymentsRepository:
         cursor: str | None,
     ) -> Page[LedgerEntry]:
         pk = patient_pk(clinic_id, patient_id)
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :prefix)",
-            "ScanIndexForward": False,
-            "ConsistentRead": True,
-        }
+        kwargs: dict[str, Any] = {}
         values: dict[str, Any] = {":pk": pk, ":prefix": "LEDGER#"}
         if currency:
             kwargs["FilterExpression"] = "currency = :currency"
             values[":currency"] = currency
         kwargs["ExpressionAttributeValues"] = _values(values)
-        start = _decode_cursor(cursor, "LEDGER#") if cursor else None
-        found: list[LedgerEntry] = []
-        while True:
-            if start:
-                kwargs["ExclusiveStartKey"] = _dump({"pk": pk, "sk": start})
-            kwargs["Limit"] = limit - len(found) + 1
-            page = self._ddb.query(**kwargs)
-            for raw in page.get("Items", []):
-                found.append(codec.ledger_from(_load(raw)))
-                if len(found) > limit:
-                    last = found[limit - 1]
-                    return Page(found[:limit], _encode_cursor(codec.ledger_sk(last.id)))
-            if "LastEvaluatedKey" not in page:
-                return Page(found, None)
-            start = str(_load(page["LastEvaluatedKey"])["sk"])
+        items, next_cursor = self._page(kwargs, pk, "LEDGER#", limit, cursor)
+        return Page([codec.ledger_from(i) for i in items], next_cursor)
 
     def all_ledger(self, clinic_id: str, patient_id: str) -> list[LedgerEntry]:
         items = self._query_all(patient_pk(clinic_id, patient_id), "LEDGER#")
@@ -802,17 +802,7 @@ class DynamoPaymentsRepository:
     # -- saved cards -------------------------------------------------------------------------
 
     def put_card_setup(self, setup: CardSetup) -> bool:
-        try:
-            self._ddb.put_item(
-                TableName=self._table,
-                Item=_dump(codec.card_setup_to_item(setup)),
-                ConditionExpression="attribute_not_exists(pk)",
-            )
-        except ClientError as exc:
-            if _is_condition_failure(exc):
-                return False
-            raise
-        return True
+        return self._put_if_absent(codec.card_setup_to_item(setup))
 
     def get_card_setup(self, clinic_id: str, patient_id: str, setup_id: str) -> CardSetup | None:
         item = self._get(patient_pk(clinic_id, patient_id), f"CARD_SETUP#{setup_id}")
