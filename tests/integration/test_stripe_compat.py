@@ -159,14 +159,14 @@ def _listening_addresses(port: int) -> list[str]:
 
 def test_listens_on_127_0_0_1_only(compat: StripeHandle) -> None:
     assert compat.url == f"http://127.0.0.1:{compat.port}"
-    with socket.create_connection(("127.0.0.1", compat.port), timeout=2):
-        pass
+    with socket.create_connection(("127.0.0.1", compat.port), timeout=2) as conn:
+        assert conn.getpeername()[1] == compat.port
     # Another loopback address of this machine: reachable if the server bound 0.0.0.0 or ::.
     with (
         pytest.raises(ConnectionRefusedError),
         socket.create_connection(("127.0.0.2", compat.port), timeout=2),
     ):
-        pass
+        pytest.fail("the fake answered on 127.0.0.2: it listens beyond 127.0.0.1")
     if Path("/proc/net/tcp").exists():
         assert _listening_addresses(compat.port) == ["0100007F"]  # 127.0.0.1, no IPv6
 
@@ -697,7 +697,7 @@ class _Receiver(BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, *args: Any) -> None:
-        pass
+        """Quiet: the test reads the deliveries, not the server's log."""
 
 
 def test_registered_webhook_receives_a_signed_payment_intent_succeeded(
