@@ -201,10 +201,13 @@ def invoice_to_item(inv: Invoice) -> Item:
         "amount_at_risk": inv.amount_at_risk,
     }
     if inv.is_payable:
-        # Sparse index of open invoices by due date, clinic-wide (never used to decide money).
-        item["gsi1pk"] = f"CLINIC#{inv.clinic_id}#OPEN_INVOICES"
-        item["gsi1sk"] = f"{inv.due_date or '9999-12-31'}#{inv.id}"
+        item["gsi1pk"], item["gsi1sk"] = open_invoice_index(inv.clinic_id, inv.id, inv.due_date)
     return item
+
+
+def open_invoice_index(clinic_id: str, invoice_id: str, due_date: str | None) -> tuple[str, str]:
+    """Sparse index of open invoices by due date, clinic-wide (never used to decide money)."""
+    return f"CLINIC#{clinic_id}#OPEN_INVOICES", f"{due_date or '9999-12-31'}#{invoice_id}"
 
 
 def invoice_from(item: Item) -> Invoice:

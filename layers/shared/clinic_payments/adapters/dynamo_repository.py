@@ -32,6 +32,7 @@ from clinic_payments.domain.model import (
     Dispute,
     Failure,
     Invoice,
+    InvoicePaymentRef,
     InvoiceStatus,
     LedgerEntry,
     Page,
@@ -422,35 +423,15 @@ class DynamoPaymentsRepository:
             }
         ]
         for credit in write.invoices:
-            paid = credit.new_status is InvoiceStatus.PAID
-            expression = (
-                "SET amount_paid = amount_paid + :amount, #status = :status, "
-                "payments = list_append(if_not_exists(payments, :empty), :ref)"
+            update = self._invoice_amount_update(
+                pk,
+                credit.invoice_id,
+                delta=credit.amount,
+                seen_amount_paid=credit.seen_amount_paid,
+                new_status=credit.new_status,
+                ref=credit.ref,
             )
-            values: dict[str, Any] = {
-                ":amount": credit.amount,
-                ":status": credit.new_status.value,
-                ":empty": [],
-                ":ref": [codec.ref_to(credit.ref)],
-                ":seen": credit.seen_amount_paid,
-                ":void": InvoiceStatus.VOID.value,
-            }
-            if paid:
-                expression += ", paid_at = :paid_at REMOVE gsi1pk, gsi1sk"
-                values[":paid_at"] = credit.ref.at
-            items.append(
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": _dump({"pk": pk, "sk": f"INVOICE#{credit.invoice_id}"}),
-                        "UpdateExpression": expression,
-                        # Applied on the balance we read: never past the invoice's total.
-                        "ConditionExpression": "amount_paid = :seen AND #status <> :void",
-                        "ExpressionAttributeNames": {"#status": "status"},
-                        "ExpressionAttributeValues": _values(values),
-                    }
-                }
-            )
+            items.append({"Update": update})
         if write.credit_entry is not None:
             # One balance per currency: an overpayment in CAD never adds to USD.
             items.append({"Update": self._credit_update(pk, write.credit_entry, guard=False)})
@@ -502,33 +483,16 @@ class DynamoPaymentsRepository:
         }
         items: list[Any] = [{"Update": payment_update}]
         for debit in write.invoices:
-            items.append(
-                {
-                    "Update": {
-                        "TableName": self._table,
-                        "Key": _dump({"pk": pk, "sk": f"INVOICE#{debit.invoice_id}"}),
-                        "UpdateExpression": (
-                            "SET amount_paid = amount_paid - :amount, #status = :status, "
-                            "payments = list_append(if_not_exists(payments, :empty), :ref), "
-                            "gsi1pk = :gpk, gsi1sk = :gsk REMOVE paid_at"
-                        ),
-                        "ConditionExpression": "amount_paid = :seen AND #status <> :void",
-                        "ExpressionAttributeNames": {"#status": "status"},
-                        "ExpressionAttributeValues": _values(
-                            {
-                                ":amount": debit.amount,
-                                ":status": debit.new_status.value,
-                                ":empty": [],
-                                ":ref": [codec.ref_to(debit.ref)],
-                                ":gpk": f"CLINIC#{p.clinic_id}#OPEN_INVOICES",
-                                ":gsk": debit.open_index_key,
-                                ":seen": debit.seen_amount_paid,
-                                ":void": InvoiceStatus.VOID.value,
-                            }
-                        ),
-                    }
-                }
+            update = self._invoice_amount_update(
+                pk,
+                debit.invoice_id,
+                delta=-debit.amount,
+                seen_amount_paid=debit.seen_amount_paid,
+                new_status=debit.new_status,
+                ref=debit.ref,
+                open_index=codec.open_invoice_index(p.clinic_id, debit.invoice_id, debit.due_date),
             )
+            items.append({"Update": update})
         if write.credit_entry is not None:
             items.append({"Update": self._credit_update(pk, write.credit_entry, guard=True)})
             items.append({"Put": self._ledger_put(p.clinic_id, p.patient_id, write.credit_entry)})
@@ -674,6 +638,47 @@ class DynamoPaymentsRepository:
             update["ExpressionAttributeValues"] = _values({**values, ":needed": -entry.amount})
         return update
 
+    def _invoice_amount_update(
+        self,
+        pk: str,
+        invoice_id: str,
+        *,
+        delta: int,
+        seen_amount_paid: int,
+        new_status: InvoiceStatus,
+        ref: InvoicePaymentRef,
+        open_index: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Move an invoice's amount_paid by `delta` (a payment or credit adds, a refund takes
+        back), on the amount_paid it was read at: never past its total, never on a void one.
+        Paid: it leaves the open-invoices index. Reopened (`open_index`): it enters it again."""
+        expression = (
+            "SET amount_paid = amount_paid + :delta, #status = :status, "
+            "payments = list_append(if_not_exists(payments, :empty), :ref)"
+        )
+        values: dict[str, Any] = {
+            ":delta": delta,
+            ":status": new_status.value,
+            ":empty": [],
+            ":ref": [codec.ref_to(ref)],
+            ":seen": seen_amount_paid,
+            ":void": InvoiceStatus.VOID.value,
+        }
+        if open_index is not None:
+            expression += ", gsi1pk = :gpk, gsi1sk = :gsk REMOVE paid_at"
+            values[":gpk"], values[":gsk"] = open_index
+        elif new_status is InvoiceStatus.PAID:
+            expression += ", paid_at = :paid_at REMOVE gsi1pk, gsi1sk"
+            values[":paid_at"] = ref.at
+        return {
+            "TableName": self._table,
+            "Key": _dump({"pk": pk, "sk": f"INVOICE#{invoice_id}"}),
+            "UpdateExpression": expression,
+            "ConditionExpression": "amount_paid = :seen AND #status <> :void",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": _values(values),
+        }
+
     def _ledger_put(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> dict[str, Any]:
         return {
             "TableName": self._table,
@@ -684,34 +689,18 @@ class DynamoPaymentsRepository:
 
     def apply_credit(self, clinic_id: str, patient_id: str, write: CreditApplication) -> None:
         pk = patient_pk(clinic_id, patient_id)
-        paid = write.new_status is InvoiceStatus.PAID
-        expression = (
-            "SET amount_paid = amount_paid + :amount, #status = :status, "
-            "payments = list_append(if_not_exists(payments, :empty), :ref)"
-        )
-        values: dict[str, Any] = {
-            ":amount": write.amount,
-            ":status": write.new_status.value,
-            ":empty": [],
-            ":ref": [codec.ref_to(write.ref)],
-            ":seen": write.seen_amount_paid,
-            ":void": InvoiceStatus.VOID.value,
-        }
-        if paid:
-            expression += ", paid_at = :paid_at REMOVE gsi1pk, gsi1sk"
-            values[":paid_at"] = write.ref.at
         items: list[Any] = [
             {"Put": self._ledger_put(clinic_id, patient_id, write.entry)},
             {"Update": self._credit_update(pk, write.entry, guard=True)},
             {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": _dump({"pk": pk, "sk": f"INVOICE#{write.invoice_id}"}),
-                    "UpdateExpression": expression,
-                    "ConditionExpression": "amount_paid = :seen AND #status <> :void",
-                    "ExpressionAttributeNames": {"#status": "status"},
-                    "ExpressionAttributeValues": _values(values),
-                }
+                "Update": self._invoice_amount_update(
+                    pk,
+                    write.invoice_id,
+                    delta=write.amount,
+                    seen_amount_paid=write.seen_amount_paid,
+                    new_status=write.new_status,
+                    ref=write.ref,
+                )
             },
         ]
         try:

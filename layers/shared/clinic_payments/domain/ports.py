@@ -73,7 +73,7 @@ class InvoiceDebit:
     seen_amount_paid: int
     new_status: InvoiceStatus
     ref: InvoicePaymentRef  # a negative line in the invoice's payments
-    open_index_key: str  # the invoice is payable again: back in the open-invoices index
+    due_date: str | None  # the invoice is payable again: back in the open-invoices index
 
 
 @dataclass(frozen=True)

@@ -227,9 +227,7 @@ class RefundService:
                         invoices[a.invoice_id].total, invoices[a.invoice_id].amount_paid - a.amount
                     ),
                     ref=InvoicePaymentRef(refund_id, -a.amount, "refund", now),
-                    open_index_key=(
-                        f"{invoices[a.invoice_id].due_date or '9999-12-31'}#{a.invoice_id}"
-                    ),
+                    due_date=invoices[a.invoice_id].due_date,
                 )
                 for a in plan.from_invoices
             ]
