@@ -207,10 +207,11 @@ class PaymentService:
                 "Unknown location.", [{"field": "location_id", "issue": "unknown location"}]
             )
 
-        invoices: list[Invoice] = self._repo.all_invoices(clinic_id, patient_id)
         if request.purpose is PaymentPurpose.CREDIT_TOPUP:
+            # A top-up pays no invoice: no need to read them.
             plan_allocations, credit, currency = [], request.amount or 0, settings.currency
         else:
+            invoices = self._repo.all_invoices(clinic_id, patient_id)
             plan = plan_payment(request.allocations, request.amount, invoices)
             plan_allocations, credit = plan.allocations, plan.credit_amount
             currency = plan.currency or settings.currency

@@ -18,9 +18,9 @@ from clinic_payments.api.models import (
     PaymentOut,
     TopupRequest,
 )
-from clinic_payments.api.presenters import activity_out, invoice_out, payment_out
+from clinic_payments.api.presenters import activity_out, invoice_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
-from clinic_payments.api.routes.payments import publishable_key
+from clinic_payments.api.routes.payments import payment_response
 from clinic_payments.domain.model import PaymentMethodType, PaymentPurpose
 from clinic_payments.domain.paying import ConsentGiven, PaymentRequest
 from clinic_payments.wiring import container
@@ -133,6 +133,6 @@ def topup_router() -> APIGatewayHttpRouter:
             ),
             resource_id(router),
         )
-        return ok(payment_out(payment, caller, publishable_key(payment)), 201)
+        return ok(payment_response(payment, caller), 201)
 
     return router

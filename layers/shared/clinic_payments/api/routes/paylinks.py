@@ -27,6 +27,7 @@ from clinic_payments.api.presenters import (
     payment_request_out,
 )
 from clinic_payments.api.routes._common import PATIENT, ok, responses
+from clinic_payments.api.routes.payments import publishable_key
 from clinic_payments.domain.errors import PaymentError
 from clinic_payments.domain.paylinks import PayLink
 from clinic_payments.wiring import container
@@ -116,13 +117,7 @@ def pay_link_router() -> APIGatewayHttpRouter:
         except PaymentError as exc:
             exc.payment = None  # the link's holder gets the error, not the payment record
             raise
-        account = c.repository.get_account(payment.clinic_id, str(payment.stripe_account_id))
         metrics.add_metric(name=f"Payment_{payment.status.value}", unit="Count", value=1)
-        return ok(
-            pay_link_payment_out(
-                payment, link.caller(), account.publishable_key if account else None
-            ),
-            201,
-        )
+        return ok(pay_link_payment_out(payment, link.caller(), publishable_key(payment)), 201)
 
     return router

@@ -11,19 +11,27 @@ from clinic_payments.api.auth import PATIENT_OR_STAFF, STAFF, current_caller, gu
 from clinic_payments.api.idempotency import idempotent, resource_id
 from clinic_payments.api.models import CreatePaymentRequest, PaymentOut, RefundRequest
 from clinic_payments.api.observability import logger, metrics
-from clinic_payments.api.presenters import payment_out
+from clinic_payments.api.presenters import may_see_client_secret, payment_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
 from clinic_payments.domain.allocation import RequestedAllocation
-from clinic_payments.domain.model import Payer, Payment, PaymentMethodType
+from clinic_payments.domain.model import Caller, Payer, Payment, PaymentMethodType
 from clinic_payments.domain.paying import ConsentGiven, PaymentRequest
 from clinic_payments.wiring import container
 
 
 def publishable_key(payment: Payment) -> str | None:
+    """The publishable key of the account a payment is charged to (Stripe.js needs it)."""
     if payment.stripe_account_id is None:
         return None
     account = container().repository.get_account(payment.clinic_id, payment.stripe_account_id)
     return account.publishable_key if account else None
+
+
+def payment_response(payment: Payment, caller: Caller) -> PaymentOut:
+    """The Payment as this caller may see it. The publishable key goes with the client secret,
+    so the account is read only when the secret is shown."""
+    shown = may_see_client_secret(payment, caller)
+    return payment_out(payment, caller, publishable_key(payment) if shown else None)
 
 
 def payment_writer() -> APIGatewayHttpRouter:
@@ -71,7 +79,7 @@ def payment_writer() -> APIGatewayHttpRouter:
             payment_id,
         )
         metrics.add_metric(name=f"Payment_{payment.status.value}", unit="Count", value=1)
-        return ok(payment_out(payment, caller, publishable_key(payment)), 201)
+        return ok(payment_response(payment, caller), 201)
 
     return router
 
@@ -104,7 +112,7 @@ def refund_router() -> APIGatewayHttpRouter:
             resource_id(router),
         )
         metrics.add_metric(name="Refund", unit="Count", value=1)
-        return ok(payment_out(payment, caller, publishable_key(payment)), 201)
+        return ok(payment_response(payment, caller), 201)
 
     return router
 
@@ -122,6 +130,6 @@ def payment_reader() -> APIGatewayHttpRouter:
     def get_payment(clinic_id: str, patient_id: str, payment_id: str) -> Any:
         payment = container().payments.get(clinic_id, patient_id, payment_id)
         caller = current_caller(router)
-        return ok(payment_out(payment, caller, publishable_key(payment)))
+        return ok(payment_response(payment, caller))
 
     return router
