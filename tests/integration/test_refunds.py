@@ -232,3 +232,59 @@ def test_a_refund_that_cannot_be_taken_back_is_refused(clinic):
     assert "600" in body["error"]["message"]
     assert refund(clinic, payment["id"], {"amount": 600, "reason": "x"})[0] == 201
     clinic.check_invariant("pat_a")
+
+
+@pytest.fixture
+def no_faults_left(stack):
+    yield
+    stripe_control.clear_faults(stack.stripe_url)
+
+
+def test_stripe_failing_before_a_refund_records_nothing_and_the_retry_refunds_once(
+    clinic, no_faults_left
+):
+    invoice, payment, intent_id = card_paid(clinic, 3000)
+    stripe_control.fault(
+        clinic.stack.stripe_url,
+        method="POST",
+        path_prefix="/v1/refunds",
+        mode="error_before",
+        status=500,
+        times=3,  # the SDK retries twice with the same idempotency key
+    )
+    status, body = refund(clinic, payment["id"], {"amount": 1000, "reason": "x"}, key="r-503")
+    assert (status, body["error"]["code"]) == (503, "payment_provider_unavailable")
+    assert clinic.payment("pat_a", payment["id"])["refunded_amount"] == 0
+    assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
+    stripe_control.clear_faults(clinic.stack.stripe_url)
+    status, done = refund(clinic, payment["id"], {"amount": 1000, "reason": "x"}, key="r-503")
+    assert (status, done["refunded_amount"]) == (201, 1000)
+    at_stripe = clinic.stripe().v1.refunds.list(params={"payment_intent": intent_id}).data
+    assert [r.amount for r in at_stripe] == [1000]
+    clinic.check_invariant("pat_a")
+
+
+def test_a_refund_whose_answer_was_lost_is_not_made_twice(clinic, no_faults_left):
+    _, payment, intent_id = card_paid(clinic, 3000)
+    stripe_control.fault(
+        clinic.stack.stripe_url,
+        method="POST",
+        path_prefix="/v1/refunds",
+        mode="error_after",  # Stripe refunds, then the answer is lost
+        status=500,
+        times=3,
+    )
+    status, _ = refund(clinic, payment["id"], {"amount": 1200, "reason": "x"}, key="r-lost")
+    assert status == 503
+    stripe_control.clear_faults(clinic.stack.stripe_url)
+    [made] = clinic.stripe().v1.refunds.list(params={"payment_intent": intent_id}).data
+    # Stripe's charge.refunded arrives before the client retries: recorded once, by its id.
+    event = charge_event(intent_id, [refund_object(made.id, 1200, intent_id)], "charge.refunded")
+    assert clinic.signed_webhook(event)[0] == 200
+    status, done = refund(clinic, payment["id"], {"amount": 1200, "reason": "x"}, key="r-lost")
+    assert status == 201, done
+    assert done["refunded_amount"] == 1200
+    assert [r["stripe_refund_id"] for r in done["refunds"]] == [made.id]
+    at_stripe = clinic.stripe().v1.refunds.list(params={"payment_intent": intent_id}).data
+    assert len(at_stripe) == 1
+    clinic.check_invariant("pat_a")
