@@ -89,6 +89,18 @@ def saved_card(clinic, patient, number=VISA):
     return intent["payment_method"]
 
 
+def charge_saved_card(clinic, card, invoice_id, *, off_session=False, role="patient", sub=None):
+    """Pay one invoice of pat_a with a saved card (on-session, or off-session by staff)."""
+    body = {
+        "method": "card",
+        "payment_method_id": card,
+        "allocations": [{"invoice_id": invoice_id}],
+    }
+    if off_session:
+        body["off_session"] = True
+    return clinic.pay("pat_a", body, role=role, sub=sub)
+
+
 def test_new_card_payment_settles_through_the_webhook(clinic):
     invoice = clinic.create_invoice("pat_a", 12000, 3000)
     payment = start_card_payment(clinic, "pat_a", invoice["id"])
@@ -147,14 +159,7 @@ def test_webhook_before_the_synchronous_response_settles_once(clinic):
     card = saved_card(clinic, "pat_a")
     invoice = clinic.create_invoice("pat_a", 4000)
     # A saved-card charge succeeds inside the request; the webhook for it may come first.
-    status, payment = clinic.pay(
-        "pat_a",
-        {
-            "method": "card",
-            "payment_method_id": card,
-            "allocations": [{"invoice_id": invoice["id"]}],
-        },
-    )
+    status, payment = charge_saved_card(clinic, card, invoice["id"])
     assert status == 201, payment
     assert payment["status"] == "succeeded"
     intent_id = (
@@ -171,14 +176,7 @@ def test_webhook_before_the_synchronous_response_settles_once(clinic):
 def test_saved_card_payment_succeeds_on_session(clinic):
     card = saved_card(clinic, "pat_a")
     invoice = clinic.create_invoice("pat_a", 2500)
-    status, payment = clinic.pay(
-        "pat_a",
-        {
-            "method": "card",
-            "payment_method_id": card,
-            "allocations": [{"invoice_id": invoice["id"]}],
-        },
-    )
+    status, payment = charge_saved_card(clinic, card, invoice["id"])
     assert status == 201, payment
     assert payment["status"] == "succeeded"
     assert payment["payment_method"]["last4"] == "4242"
@@ -189,16 +187,8 @@ def test_saved_card_payment_succeeds_on_session(clinic):
 def test_staff_charge_a_saved_card_off_session_and_the_activity_says_who(clinic):
     card = saved_card(clinic, "pat_a")
     invoice = clinic.create_invoice("pat_a", 2500)
-    status, payment = clinic.pay(
-        "pat_a",
-        {
-            "method": "card",
-            "payment_method_id": card,
-            "off_session": True,
-            "allocations": [{"invoice_id": invoice["id"]}],
-        },
-        role="staff",
-        sub="staff-42",
+    status, payment = charge_saved_card(
+        clinic, card, invoice["id"], off_session=True, role="staff", sub="staff-42"
     )
     assert status == 201, payment
     assert payment["status"] == "succeeded"
@@ -208,15 +198,7 @@ def test_staff_charge_a_saved_card_off_session_and_the_activity_says_who(clinic)
 def test_a_patient_may_not_charge_off_session(clinic):
     card = saved_card(clinic, "pat_a")
     invoice = clinic.create_invoice("pat_a", 2500)
-    status, body = clinic.pay(
-        "pat_a",
-        {
-            "method": "card",
-            "payment_method_id": card,
-            "off_session": True,
-            "allocations": [{"invoice_id": invoice["id"]}],
-        },
-    )
+    status, body = charge_saved_card(clinic, card, invoice["id"], off_session=True)
     assert status == 403, body
     assert body["error"]["code"] == "forbidden"
 
@@ -225,14 +207,7 @@ def test_another_patients_saved_card_is_refused_and_nothing_is_charged(clinic):
     card_of_b = saved_card(clinic, "pat_b")
     invoice = clinic.create_invoice("pat_a", 2500)
     before = stripe_control.count(clinic.stack.stripe_url)
-    status, body = clinic.pay(
-        "pat_a",
-        {
-            "method": "card",
-            "payment_method_id": card_of_b,
-            "allocations": [{"invoice_id": invoice["id"]}],
-        },
-    )
+    status, body = charge_saved_card(clinic, card_of_b, invoice["id"])
     assert status == 404, body
     assert stripe_control.count(clinic.stack.stripe_url) == before
     assert clinic.invoice("pat_a", invoice["id"])["status"] == "open"
@@ -241,14 +216,7 @@ def test_another_patients_saved_card_is_refused_and_nothing_is_charged(clinic):
 def test_declined_saved_card_answers_402_and_leaves_the_invoice_open(clinic):
     card = saved_card(clinic, "pat_a", CHARGE_DECLINED)
     invoice = clinic.create_invoice("pat_a", 2500)
-    status, body = clinic.pay(
-        "pat_a",
-        {
-            "method": "card",
-            "payment_method_id": card,
-            "allocations": [{"invoice_id": invoice["id"]}],
-        },
-    )
+    status, body = charge_saved_card(clinic, card, invoice["id"])
     assert status == 402, body
     error = body["error"]
     assert error["code"] == "card_declined"
@@ -284,14 +252,7 @@ def test_declined_new_card_records_the_failure_and_a_retry_can_succeed(clinic):
 def test_saved_card_that_needs_3ds_answers_payment_requires_action(clinic):
     card = saved_card(clinic, "pat_a", THREE_D_SECURE)
     invoice = clinic.create_invoice("pat_a", 2500)
-    status, body = clinic.pay(
-        "pat_a",
-        {
-            "method": "card",
-            "payment_method_id": card,
-            "allocations": [{"invoice_id": invoice["id"]}],
-        },
-    )
+    status, body = charge_saved_card(clinic, card, invoice["id"])
     assert status == 402, body
     assert body["error"]["code"] == "payment_requires_action"
     payment = body["error"]["payment"]
