@@ -8,7 +8,7 @@ The exception is events/stripe_webhook_signed.json: a Stripe `payment_intent.suc
 (shaped after Stripe's own fixtures) signed now with the local test secret. The webhook accepts a
 signature for 300 s, so regenerate it right before use: `python scripts/make_events.py`.
 
-Usage: python scripts/make_events.py [--fixtures ../shared/stripe/fixtures3.json]
+Usage: python scripts/make_events.py [--fixtures tests/fixtures/stripe/fixtures3.json]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS_DIR = ROOT / "events"
-DEFAULT_FIXTURES = ROOT.parent / "shared" / "stripe" / "fixtures3.json"
+DEFAULT_FIXTURES = ROOT / "tests" / "fixtures" / "stripe" / "fixtures3.json"
 
 # The documented webhook secret of the local demo clinic's Stripe account (test mode only).
 WEBHOOK_SECRET = "whsec_test_local_demo_secret"  # noqa: S105 - public, test mode only

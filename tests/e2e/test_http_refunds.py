@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import secrets
-from pathlib import Path
 
 import pytest
 
@@ -18,13 +17,12 @@ from tests.e2e.test_http_payments import (
     start_card_payment,
     wait_paid,
 )
+from tests.support.fixtures import stripe_resources
 from tests.support.portal import VISA, confirm_card
 
 pytestmark = pytest.mark.e2e
 
-DISPUTE = json.loads(
-    (Path(__file__).resolve().parents[3] / "shared" / "stripe" / "fixtures3.json").read_text()
-)["resources"]["dispute"]
+DISPUTE = stripe_resources()["dispute"]
 
 
 def paid_by_card(clinic: HttpClinic, patient: str) -> tuple[dict, dict]:

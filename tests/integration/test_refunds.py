@@ -1,12 +1,11 @@
 """Refunds and disputes through the handlers and Stripe's events (real object shapes from
-shared/stripe/fixtures3.json, signed like Stripe signs them). The money invariant after each."""
+tests/fixtures/stripe/fixtures3.json, signed like Stripe signs them). The money invariant after
+each."""
 
 from __future__ import annotations
 
 import copy
-import json
 import secrets
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,13 +13,12 @@ from clinic_payments.wiring import container
 
 from tests.integration.test_payments import deliver, portal_pays, start_card_payment
 from tests.support import stripe_control
+from tests.support.fixtures import stripe_resources
 
 pytestmark = pytest.mark.integration
 
 REFUNDS = "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}/refunds"
-FIXTURES = json.loads(
-    (Path(__file__).resolve().parents[3] / "shared" / "stripe" / "fixtures3.json").read_text()
-)["resources"]
+FIXTURES = stripe_resources()
 
 
 def refund(clinic, payment_id, body, *, key=None, role="staff"):

@@ -1,11 +1,10 @@
-"""The Stripe adapter without a network: Stripe's real object shapes (shared/stripe/
-fixtures3.json) read into the domain, errors translated, webhook signatures checked."""
+"""The Stripe adapter without a network: Stripe's real object shapes (tests/fixtures/
+stripe/fixtures3.json) read into the domain, errors translated, webhook signatures checked."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +25,11 @@ from clinic_payments.domain.errors import (
     WebhookSignatureError,
 )
 
+from tests.support.fixtures import FIXTURES_PATH
+
 pytestmark = pytest.mark.unit
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "stripe" / "fixtures3.json"
+FIXTURES = FIXTURES_PATH
 
 
 @pytest.fixture(scope="module")
