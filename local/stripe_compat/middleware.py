@@ -2,8 +2,8 @@
 
 Order, outermost first: `compat_middleware` (controls, faults, idempotency, counts, Stripe-shaped
 500s), localstripe's `error_middleware`, `auth_middleware` (localstripe's, plus the
-publishable-key routes Stripe.js uses), `patched_routes_middleware` (routes whose localstripe
-handler was bound before the patches).
+publishable-key routes Stripe.js uses), `rules_middleware` (Stripe's refusals, `rules`),
+`patched_routes_middleware` (routes whose localstripe handler was bound before the patches).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from localstripe import server
 from localstripe.errors import UserError
 from localstripe.resources import PaymentIntent, PaymentMethod, SetupIntent
 
+from local.stripe_compat import rules
 from local.stripe_compat.controls import PREFIX, STATE, route_label
 from local.stripe_compat.idempotency import stripe_error
 
@@ -39,8 +40,10 @@ async def compat_middleware(request: web.Request, handler: Handler) -> web.Strea
             # Inside the idempotency window: a retry meanwhile sees the key in use, as on
             # Stripe while the first request is still going through.
             await asyncio.sleep(fault.seconds)
-        state.counts[route_label(request)] += 1
-        return await _run(request, handler)
+        response = await _run(request, handler)
+        if not request.get(REFUSED):  # refused for its parameters: Stripe executed nothing
+            state.counts[route_label(request)] += 1
+        return response
 
     response = await state.idempotency.handle(request, execute)
     if request.method == "DELETE" and request.path == "/_config/data":
@@ -114,6 +117,23 @@ def _check_client_secret(owner: Any, object_id: str, client_secret: Any) -> None
         )
 
 
+REFUSED = "stripe_compat_refused"
+
+
+@web.middleware
+async def rules_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """After authentication, as Stripe checks the key before the parameters. A refusal is a
+    400 (not saved for idempotent replay, as Stripe saves nothing it did not execute)."""
+    if request.path.startswith(PREFIX):
+        return await handler(request)
+    call = await rules.read_call(request)
+    refusal = rules.check(call) if call is not None else None
+    if refusal is not None:
+        request[REFUSED] = True
+        return refusal.response()
+    return await handler(request)
+
+
 # localstripe registered these routes with its methods bound at import time, so they would not
 # see the patches: serve them with the patched methods, through localstripe's own handler
 # factory (same parameter parsing, `expand` and export).
@@ -121,6 +141,7 @@ PATCHED_ROUTES: dict[tuple[str, str], tuple[Any, str]] = {
     ("POST", "/v1/payment_intents/{id}/confirm"): (PaymentIntent, "_api_confirm"),
     ("POST", "/v1/setup_intents/{id}/confirm"): (SetupIntent, "_api_confirm"),
     ("POST", "/v1/payment_methods/{id}/attach"): (PaymentMethod, "_api_attach"),
+    ("POST", "/v1/payment_methods/{id}/detach"): (PaymentMethod, "_api_detach"),
 }
 
 

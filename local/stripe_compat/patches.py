@@ -21,7 +21,7 @@ from localstripe.resources import (
 )
 from localstripe.webhooks import schedule_webhook
 
-from local.stripe_compat import aliases, event_list
+from local.stripe_compat import aliases, event_list, rules
 from local.stripe_compat.cards import (
     AUTHENTICATE_UNLESS_SET_UP,
     AUTHENTICATION_REQUIRED,
@@ -88,6 +88,11 @@ def install() -> None:
     SetupIntent._api_confirm = classmethod(_setup_confirm)
     SetupIntent._attach_pm = _setup_attach_pm
     PaymentMethod._api_create = classmethod(_payment_method_create)
+    # For the rules (rules.py): a SetupIntent's automatic payment methods, a detached card.
+    _original["si_create"] = SetupIntent._api_create.__func__
+    _original["pm_detach"] = PaymentMethod._api_detach.__func__
+    SetupIntent._api_create = classmethod(_setup_create)
+    PaymentMethod._api_detach = classmethod(_payment_method_detach)
     PaymentMethod._api_attach = classmethod(_payment_method_attach)
     PaymentMethod._charging_is_declined = _payment_method_charging_is_declined
     Charge._set_auth_failure = _charge_set_auth_failure
@@ -143,10 +148,9 @@ def _intent_create(
 
     intent = _original["pi_create"](cls, **data)
     intent.payment_method_types = data.get("payment_method_types") or ["card"]
-    intent.automatic_payment_methods = None
-    if automatic_payment_methods is not None:
-        enabled = try_convert_to_bool(automatic_payment_methods.get("enabled")) is True
-        intent.automatic_payment_methods = {**automatic_payment_methods, "enabled": enabled}
+    # Stripe's default since 2023-08-16 (automatic payment methods, redirects allowed): the
+    # return_url rule (rules.return_url) reads it when the intent is confirmed.
+    intent.automatic_payment_methods = rules.automatic_payment_methods(automatic_payment_methods)
     for name in (*INTENT_FIELDS, "setup_future_usage"):
         setattr(intent, name, None)
     _set_fields(intent, fields)
@@ -370,6 +374,13 @@ def _setup_confirm(
     return intent
 
 
+def _setup_create(cls: type, automatic_payment_methods: Any = None, **data: Any) -> Any:
+    """POST /v1/setup_intents with `automatic_payment_methods`, stored as Stripe does."""
+    intent = _original["si_create"](cls, **data)
+    intent.automatic_payment_methods = rules.automatic_payment_methods(automatic_payment_methods)
+    return intent
+
+
 def _setup_attach_pm(self: Any, payment_method: Any) -> None:
     try:
         _original["si_attach_pm"](self, payment_method)
@@ -403,6 +414,13 @@ def _payment_method_attach(cls: type, id: str, **params: Any) -> Any:
             raise
         payment_method = cls._api_retrieve(id)
         raise card_error(decline_for(payment_method), payment_method=payment_method) from None
+
+
+def _payment_method_detach(cls: type, id: str, **params: Any) -> Any:
+    # Stripe: a detached PaymentMethod may not be used again (rules.payment_method_owner).
+    payment_method = _original["pm_detach"](cls, id, **params)
+    payment_method._compat_detached = True
+    return payment_method
 
 
 def _payment_method_charging_is_declined(self: Any) -> bool:

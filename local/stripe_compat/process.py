@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from types import TracebackType
 HOST = "127.0.0.1"
 READY_MESSAGE = "localstripe-compat listening on"  # printed by server.serve once bound
 ROOT = Path(__file__).resolve().parents[2]  # where `-m local.stripe_compat` resolves
+# The rules import Stripe's currency facts from the layer (clinic_payments.domain.money).
+LAYER = ROOT / "layers" / "shared"
 
 
 def free_port() -> int:
@@ -81,6 +84,7 @@ def start_stripe(port: int | None = None, timeout: float = 20.0) -> StripeHandle
     process = subprocess.Popen(
         [sys.executable, "-m", "local.stripe_compat", "--port", str(port)],
         cwd=ROOT,
+        env=_with_layer(os.environ),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -104,6 +108,11 @@ def start_stripe(port: int | None = None, timeout: float = 20.0) -> StripeHandle
     raise RuntimeError(
         f"localstripe-compat did not listen on {handle.url} within {timeout} s:\n{handle.output()}"
     )
+
+
+def _with_layer(environ: os._Environ[str] | dict[str, str]) -> dict[str, str]:
+    paths = [str(LAYER), *filter(None, environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def _accepts_connections(port: int) -> bool:

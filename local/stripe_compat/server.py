@@ -19,6 +19,7 @@ from local.stripe_compat.middleware import (
     auth_middleware,
     compat_middleware,
     patched_routes_middleware,
+    rules_middleware,
 )
 from local.stripe_compat.process import HOST, READY_MESSAGE
 
@@ -36,7 +37,13 @@ def build_app() -> web.Application:
     # pickle dump after every write) is dropped.
     app.middlewares.clear()
     app.middlewares.extend(
-        [compat_middleware, server.error_middleware, auth_middleware, patched_routes_middleware]
+        [
+            compat_middleware,
+            server.error_middleware,
+            auth_middleware,
+            rules_middleware,
+            patched_routes_middleware,
+        ]
     )
     controls.add_routes(app)
     return app
