@@ -197,6 +197,33 @@ def test_odd_bodies_never_leak_a_trace_or_a_key(http_clinic: HttpClinic) -> None
     assert clinic.invoices(patient)["items"] == []
 
 
+def test_a_body_nested_ten_thousand_deep_is_a_400_on_every_route(http_clinic: HttpClinic) -> None:
+    """json and pydantic recurse per level: deep nesting must be refused before either runs."""
+    clinic, patient = http_clinic, new_patient()
+    admin = clinic.token("admin", sub="e2e-admin")
+    deep = b'{"lines": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    tried = 0
+    for route in routes():
+        if route.method not in ("POST", "PUT"):
+            continue
+        path = route.path.replace("{clinic_id}", clinic.clinic_id)
+        path = path.replace("{patient_id}", patient)
+        path = re.sub(r"\{[a-z_]+\}", "x_1", path)
+        reply = clinic.request(
+            route.method,
+            path,
+            raw=deep,
+            token=None if route.public else admin,
+            headers={"Idempotency-Key": f"deep-{tried}"},
+        )
+        tried += 1
+        assert reply.status < 500, (route, reply)
+        if not route.public:
+            assert_envelope(reply, 400, "validation_error")
+    assert tried > 10
+    assert clinic.invoices(patient)["items"] == []
+
+
 # -- 9. operations routes ----------------------------------------------------------------------
 
 

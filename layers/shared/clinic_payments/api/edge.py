@@ -20,6 +20,35 @@ from clinic_payments.api.errors import (
 
 MAX_BODY_BYTES = 64 * 1024
 BODY_METHODS = ("POST", "PUT", "PATCH")
+# No request body of this API nests deeper than a few levels. Python's json and pydantic recurse
+# once per level: thousands of levels end in RecursionError (a 500) before validation can refuse.
+MAX_JSON_DEPTH = 32
+
+
+def nests_too_deep(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True if arrays and objects nest more than `limit` deep (brackets inside strings do not
+    count). Linear, without recursion; skipped when the body has too few brackets to matter."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 def _raw_body(app: APIGatewayHttpResolver) -> bytes:
@@ -35,7 +64,7 @@ def _raw_body(app: APIGatewayHttpResolver) -> bytes:
 
 def json_body_only(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
     """415 for anything but application/json (form bodies included: Powertools would parse
-    them), 413 above the limit, 400 for a body that is not UTF-8 text."""
+    them), 413 above the limit, 400 for a body that is not UTF-8 text or nests too deep."""
     event = app.current_event
     if event.request_context.http.method in BODY_METHODS and event.body:
         raw = _raw_body(app)
@@ -45,9 +74,13 @@ def json_body_only(app: APIGatewayHttpResolver, next_middleware: NextMiddleware)
         if media_type != "application/json":
             raise UnsupportedMediaTypeError("Send JSON: Content-Type: application/json.")
         try:
-            raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MalformedRequestError("The body is not UTF-8 text.") from exc
+        if nests_too_deep(text):
+            raise MalformedRequestError(
+                f"The body nests arrays or objects more than {MAX_JSON_DEPTH} levels deep."
+            )
     return next_middleware(app)
 
 
