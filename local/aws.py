@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 import boto3
 from moto.moto_server.werkzeug_app import (
@@ -58,9 +60,48 @@ class _AtomicDynamoDB:
         return self._app(environ, start_response)
 
 
+MAILBOX_PATH = "/_local/ses/messages"
+
+
+class _Mailbox:
+    """`GET /_local/ses/messages?to=<address>`: the raw emails moto's SES accepted for one
+    recipient (oldest first), as JSON `[{"id", "source", "destinations", "raw_data"}]`.
+
+    moto's own `/moto-api/data.json` serialises every tracked object of every service (each
+    DynamoDB item included), so reading one email that way grows with the whole test run.
+    """
+
+    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
+        self._app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") != MAILBOX_PATH or environ.get("REQUEST_METHOD") != "GET":
+            return self._app(environ, start_response)
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ses.models import RawMessage, ses_backends
+
+        wanted = parse_qs(str(environ.get("QUERY_STRING", ""))).get("to", [None])[0]
+        found = [
+            {
+                "id": message.id,
+                "source": message.source,
+                "destinations": list(message.destinations),
+                "raw_data": message.raw_data,
+            }
+            for message in list(ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages)
+            if isinstance(message, RawMessage)
+            and (wanted is None or any(wanted in d for d in message.destinations))
+        ]
+        body = json.dumps(found).encode()
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
+        return [body]
+
+
 class _LoopbackMotoServer(ThreadedMotoServer):
     def _server_entry(self) -> None:
-        app = _AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
+        app = _Mailbox(_AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)))
         self._server = make_server(
             self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
         )

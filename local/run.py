@@ -19,6 +19,7 @@ from contextlib import ExitStack, closing
 from types import FrameType
 
 from local.aws import (
+    MAILBOX_PATH,
     aws_env,
     create_pay_link_signing_key,
     create_payments_table,
@@ -134,7 +135,7 @@ def serve(ports: Mapping[str, int], stack: ExitStack) -> None:
     _say(f"API:          {gateway.url}")
     _say(f"Stripe fake:  {stripe.url}")
     _say(f"moto:         {moto.url}")
-    _say(f"emails sent:  {moto.url}/moto-api/data.json (ses > RawMessage)")
+    _say(f"emails sent:  {moto.url}{MAILBOX_PATH}?to=<address>")
     _say(f"docs:         {gateway.url}/v1/docs")
     _say(f"clinic:       {DEMO_CLINIC} (Stripe account {DEMO_ACCOUNT})")
     _say(f"patients:     {', '.join(DEMO_PATIENTS)}")

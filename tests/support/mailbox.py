@@ -1,23 +1,27 @@
-"""The emails moto's SES accepted, read back through moto's own API (`/moto-api/data.json`),
-as the local stack shows them (make run prints the URL)."""
+"""The emails moto's SES accepted, read back through the local moto server's mailbox route
+(`/_local/ses/messages?to=...`, local/aws.py), one recipient's at a time."""
 
 from __future__ import annotations
 
 import email
 import email.policy
 import json
+import urllib.parse
 import urllib.request
 from email.message import EmailMessage
 from typing import Any, cast
 
+from local.aws import MAILBOX_PATH
+
 
 def sent_emails(moto_url: str, to: str | None = None) -> list[EmailMessage]:
     """Every message sent so far (oldest first), or those addressed to `to`."""
-    request = urllib.request.Request(f"{moto_url}/moto-api/data.json")  # noqa: S310 - loopback
+    query = "?" + urllib.parse.urlencode({"to": to}) if to is not None else ""
+    request = urllib.request.Request(f"{moto_url}{MAILBOX_PATH}{query}")  # noqa: S310 - loopback
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-        data: dict[str, Any] = json.loads(response.read())
+        raw_messages: list[dict[str, Any]] = json.loads(response.read())
     messages = []
-    for raw in data.get("ses", {}).get("RawMessage", []):
+    for raw in raw_messages:
         message = cast(
             EmailMessage, email.message_from_string(raw["raw_data"], policy=email.policy.default)
         )
