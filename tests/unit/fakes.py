@@ -74,6 +74,7 @@ from clinic_payments.domain.ports import (
     CreditApplication,
     IdempotencyRecord,
     PaymentsRepository,
+    RefundOutcomeWrite,
     RefundWrite,
     SettlementWrite,
     StripeGateway,
@@ -154,6 +155,8 @@ class InMemoryPaymentsRepository:
         self.settle_calls = 0
         self.stale_writes = 0
         self.before_settle: Callable[[SettlementWrite], None] | None = None
+        self.outcome_writes = 0
+        self.before_refund_outcome: Callable[[RefundOutcomeWrite], None] | None = None
         self._failures: dict[str, list[BaseException]] = {}
 
     # -- test hooks -----------------------------------------------------------------------
@@ -419,6 +422,45 @@ class InMemoryPaymentsRepository:
         if entry is not None:
             self._add_credit(p.clinic_id, p.patient_id, entry)
         return True
+
+    def record_refund_outcome(self, write: RefundOutcomeWrite) -> None:
+        self._maybe_fail("record_refund_outcome")
+        self.outcome_writes += 1
+        if self.before_refund_outcome is not None:
+            self.before_refund_outcome(write)
+        p = write.payment
+        stored = self._stored_payment(p.clinic_id, p.patient_id, p.id)
+        seen = p.refunds[write.index]
+        # The transaction's conditions, all checked before anything is written.
+        if (
+            stored is None
+            or len(stored.refunds) <= write.index
+            or stored.refunds[write.index].key != seen.key
+            or stored.refunds[write.index].status != seen.status
+        ):
+            raise StaleWriteError("The refund moved.")
+        bucket = self.invoices.get((p.clinic_id, p.patient_id), {})
+        for credit in write.invoices:
+            invoice = bucket.get(credit.invoice_id)
+            if (
+                invoice is None
+                or invoice.amount_paid != credit.seen_amount_paid
+                or invoice.status is InvoiceStatus.VOID
+            ):
+                raise StaleWriteError("An invoice moved.")
+        entry = write.credit_entry
+        if entry is not None and self.ledger_entry_exists(p.clinic_id, p.patient_id, entry.id):
+            raise StaleWriteError("The ledger entry exists already.")
+        stored.refunds[write.index] = write.record
+        for credit in write.invoices:
+            invoice = bucket[credit.invoice_id]
+            invoice.amount_paid += credit.amount
+            invoice.status = credit.new_status
+            invoice.payments.append(credit.ref)
+            if credit.new_status is InvoiceStatus.PAID:
+                invoice.paid_at = credit.ref.at
+        if entry is not None:
+            self._add_credit(p.clinic_id, p.patient_id, entry)
 
     def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
         self._maybe_fail("set_dispute")
@@ -733,6 +775,7 @@ class FakeStripeGateway:
         self._replies: dict[str, tuple[dict[str, Any], IntentSnapshot | DomainError]] = {}
         self.refunds: dict[str, list[RefundSnapshot]] = {}
         self.refund_keys: dict[str, RefundSnapshot] = {}
+        self.new_refund_status = "succeeded"  # what a new refund's answer says
         self.charges: dict[str, str] = {}  # charge id -> payment intent id
 
     # -- scripting ------------------------------------------------------------------------
@@ -928,10 +971,27 @@ class FakeStripeGateway:
         replay = self.refund_keys.get(idempotency_key)
         if replay is not None:
             return replay
-        refund = RefundSnapshot(f"re_{len(self.refunds) + 1:04d}", amount, "succeeded")
+        refund = RefundSnapshot(
+            _next_id("re"),
+            amount,
+            self.new_refund_status,
+            payment_intent_id=payment_intent_id,
+            metadata=dict(metadata),
+        )
         self.refunds.setdefault(payment_intent_id, []).append(refund)
         self.refund_keys[idempotency_key] = refund
         return refund
+
+    def move_refund(
+        self, refund_id: str, status: str, failure_reason: str | None = None
+    ) -> RefundSnapshot:
+        """A refund's state moves at Stripe (e.g. the card's bank refuses it: failed)."""
+        for refunds in self.refunds.values():
+            for i, refund in enumerate(refunds):
+                if refund.id == refund_id:
+                    refunds[i] = replace(refund, status=status, failure_reason=failure_reason)
+                    return refunds[i]
+        raise KeyError(refund_id)
 
     def list_refunds(self, payment_intent_id: str) -> list[RefundSnapshot]:
         self._check_up()
@@ -1078,6 +1138,19 @@ def intent_event(
         object_type="payment_intent",
         object_id=intent.id,
         intent=intent,
+    )
+
+
+def refund_event(
+    refund: RefundSnapshot, event_type: str = "charge.refund.updated", event_id: str = ""
+) -> WebhookEvent:
+    return WebhookEvent(
+        id=event_id or _next_id("evt"),
+        type=event_type,
+        object_type="refund",
+        object_id=refund.id,
+        intent=None,
+        refund=refund,
     )
 
 

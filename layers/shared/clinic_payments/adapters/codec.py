@@ -114,6 +114,13 @@ def refund_to(r: RefundRecord) -> Item:
         "at": r.at,
         "actor": actor_to(r.actor),
         "stripe_refund_id": r.stripe_refund_id,
+        "status": r.status,
+        "failure_reason": r.failure_reason,
+        "failed_at": r.failed_at,
+        "returned_to_invoices": [
+            {"invoice_id": a.invoice_id, "amount": a.amount} for a in r.returned_to_invoices
+        ],
+        "returned_to_credit": r.returned_to_credit,
     }
 
 
@@ -132,6 +139,15 @@ def refund_from(item: Item) -> RefundRecord:
         at=str(item["at"]),
         actor=actor_from(item["actor"]),
         stripe_refund_id=item.get("stripe_refund_id"),
+        # Refunds recorded before statuses were kept had all succeeded.
+        status=str(item.get("status") or "succeeded"),
+        failure_reason=item.get("failure_reason"),
+        failed_at=item.get("failed_at"),
+        returned_to_invoices=[
+            Allocation(str(a["invoice_id"]), _int(a["amount"]))
+            for a in item.get("returned_to_invoices") or []
+        ],
+        returned_to_credit=_int(item.get("returned_to_credit")),
     )
 
 

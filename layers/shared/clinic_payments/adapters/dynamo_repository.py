@@ -46,6 +46,7 @@ from clinic_payments.domain.ports import (
     IdempotencyRecord,
     PaymentRequestRecord,
     ReceiptRef,
+    RefundOutcomeWrite,
     RefundWrite,
     SettlementWrite,
     StripeObjectLink,
@@ -508,6 +509,60 @@ class DynamoPaymentsRepository:
                 raise StaleWriteError("The payment, an invoice or the credit moved.") from exc
             raise
         return True
+
+    def record_refund_outcome(self, write: RefundOutcomeWrite) -> None:
+        p = write.payment
+        pk = patient_pk(p.clinic_id, p.patient_id)
+        i = write.index
+        seen = p.refunds[i]
+        values: dict[str, Any] = {
+            ":record": codec.refund_to(write.record),
+            ":key": seen.key,
+            ":seen": seen.status,
+        }
+        # Only from the state it was read in: a duplicate or reordered event, or a concurrent
+        # delivery of the same failure, finds the refund moved and gives back nothing twice.
+        # (Refunds recorded before statuses were kept have none: they had succeeded.)
+        condition = f"refund_keys[{i}] = :key AND (refunds[{i}].#status = :seen"
+        if seen.status == "succeeded":
+            condition += f" OR attribute_not_exists(refunds[{i}].#status)"
+        condition += ")"
+        items: list[Any] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _dump({"pk": pk, "sk": f"PAYMENT#{p.id}"}),
+                    "UpdateExpression": f"SET refunds[{i}] = :record",
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {"#status": "status"},
+                    "ExpressionAttributeValues": _values(values),
+                }
+            }
+        ]
+        for credit in write.invoices:
+            update = self._invoice_amount_update(
+                pk,
+                credit.invoice_id,
+                delta=credit.amount,
+                seen_amount_paid=credit.seen_amount_paid,
+                new_status=credit.new_status,
+                ref=credit.ref,
+            )
+            items.append({"Update": update})
+        if write.credit_entry is not None:
+            items.append({"Update": self._credit_update(pk, write.credit_entry, guard=False)})
+            items.append({"Put": self._ledger_put(p.clinic_id, p.patient_id, write.credit_entry)})
+        try:
+            self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code in (
+                "TransactionCanceledException",
+                "TransactionConflictException",
+                "TransactionInProgressException",
+            ):
+                raise StaleWriteError("The refund, an invoice or the credit moved.") from exc
+            raise
 
     def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
         pk = patient_pk(payment.clinic_id, payment.patient_id)

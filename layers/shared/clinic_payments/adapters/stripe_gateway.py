@@ -5,11 +5,15 @@ Every call's parameters are stripe-python's own TypedDicts, so mypy checks each 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import stripe
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from stripe.params import (
     CustomerCreateParams,
     PaymentIntentCreateParams,
@@ -256,7 +260,7 @@ class StripeGateway:
             )
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
-        return RefundSnapshot(str(refund.id), int(refund.amount), str(refund.status))
+        return refund_snapshot(refund.to_dict())
 
     def list_refunds(self, payment_intent_id: str) -> list[RefundSnapshot]:
         params: RefundListParams = {"payment_intent": payment_intent_id, "limit": 100}
@@ -264,7 +268,7 @@ class StripeGateway:
             refunds = self._client.v1.refunds.list(params=params)
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
-        return [RefundSnapshot(str(r.id), int(r.amount), str(r.status)) for r in refunds.data]
+        return [refund_snapshot(r.to_dict()) for r in refunds.data]
 
     def payment_intent_of_charge(self, charge_id: str) -> str | None:
         try:
@@ -343,31 +347,181 @@ class StripeGateways:
 class StripeWebhookVerifier:
     """WebhookVerifier port: Stripe's signature scheme, checked on the raw body."""
 
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        self._now = now
+
     def verify(self, payload: bytes, signature: str, secret: str) -> WebhookEvent:
         try:
             text = payload.decode("utf-8")
             stripe.WebhookSignature.verify_header(
                 text, signature, secret, tolerance=WEBHOOK_TOLERANCE_SECONDS
             )
-            data = json.loads(text)
-        except (stripe.SignatureVerificationError, UnicodeDecodeError, ValueError) as exc:
+        except (stripe.SignatureVerificationError, UnicodeDecodeError) as exc:
             raise WebhookSignatureError("The webhook signature did not verify.") from exc
-        if not isinstance(data, dict) or "id" not in data or "type" not in data:
-            raise WebhookSignatureError("The webhook body is not a Stripe event.")
-        obj = (data.get("data") or {}).get("object") or {}
-        if not isinstance(obj, dict):
-            obj = {}
-        object_type = obj.get("object")
-        return WebhookEvent(
-            id=str(data["id"]),
-            type=str(data["type"]),
-            object_type=object_type,
-            object_id=obj.get("id"),
-            intent=intent_snapshot(obj) if object_type == "payment_intent" else None,
-            charge=charge_snapshot(obj) if object_type == "charge" else None,
-            dispute=dispute_snapshot(obj) if object_type == "dispute" else None,
-            setup_intent=setup_intent_snapshot(obj) if object_type == "setup_intent" else None,
-        )
+        # stripe-python refuses only old timestamps; one from the future is as suspect (a
+        # signature made to be replayed later), with the same tolerance.
+        if _signed_at(signature) > self._now() + WEBHOOK_TOLERANCE_SECONDS:
+            raise WebhookSignatureError("The webhook signature did not verify.")
+        return parse_event(payload)
+
+
+def _signed_at(header: str) -> int:
+    """The header's timestamp, read as stripe-python reads it (it verified the header)."""
+    pairs = [item.split("=", 1) for item in header.split(",")]
+    return int(next(pair[1] for pair in pairs if pair[0] == "t" and len(pair) == 2))
+
+
+# -- events: the shapes read, checked before anything reads them -------------------------------
+# A signed event is Stripe's, but its object may still not be what this API reads (another API
+# version, a new field type, a bug): it is then an event of an unexpected shape, acknowledged
+# and recorded, never a 500 that Stripe would retry for days.
+
+_Id = Annotated[StrictStr, Field(min_length=1)]
+_Amount = Annotated[StrictInt, Field(ge=0)]
+_Expandable = StrictStr | dict[str, Any] | None  # an id, or the object when expanded
+_Metadata = dict[str, Any] | None
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _StripeObjectShape(_Shape):
+    id: _Id
+
+
+class _EventDataShape(_Shape):
+    object: dict[str, Any]
+
+
+class _EventShape(_Shape):
+    id: _Id
+    type: _Id
+    data: _EventDataShape
+
+
+class _IntentShape(_StripeObjectShape):
+    status: StrictStr
+    amount: _Amount | None = None
+    amount_received: _Amount | None = None
+    currency: StrictStr | None = None
+    client_secret: StrictStr | None = None
+    metadata: _Metadata = None
+    payment_method: _Expandable = None
+    last_payment_error: dict[str, Any] | None = None
+    customer: _Expandable = None
+
+
+class _SetupIntentShape(_StripeObjectShape):
+    status: StrictStr
+    client_secret: StrictStr | None = None
+    customer: _Expandable = None
+    payment_method: _Expandable = None
+    metadata: _Metadata = None
+
+
+class _RefundShape(_StripeObjectShape):
+    amount: _Amount
+    status: StrictStr
+    charge: _Expandable = None
+    payment_intent: _Expandable = None
+    failure_reason: StrictStr | None = None
+    metadata: _Metadata = None
+
+
+class _RefundListShape(_Shape):
+    data: list[_RefundShape]
+
+
+class _ChargeShape(_StripeObjectShape):
+    payment_intent: _Expandable = None
+    refunds: _RefundListShape | None = None
+
+
+class _DisputeShape(_StripeObjectShape):
+    amount: _Amount
+    status: StrictStr
+    charge: _Expandable = None
+    payment_intent: _Expandable = None
+    reason: StrictStr | None = None
+
+
+_OBJECT_SHAPES: dict[str, type[_StripeObjectShape]] = {
+    "payment_intent": _IntentShape,
+    "setup_intent": _SetupIntentShape,
+    "charge": _ChargeShape,
+    "refund": _RefundShape,
+    "dispute": _DisputeShape,
+}
+
+
+def _problem(error: ValidationError) -> str:
+    """Where the shape differs, without the values (an event may carry personal data)."""
+    places = sorted({".".join(str(part) for part in e["loc"]) or "event" for e in error.errors()})
+    return "unexpected " + ", ".join(places[:5])
+
+
+def parse_event(payload: bytes) -> WebhookEvent:
+    """A verified event as the domain sees it: its object's snapshot, or why its shape is not
+    one this API reads (then it carries no object, and an id made of the payload if it has none,
+    so that Stripe's redelivery of it is a duplicate). A body that is not even a JSON object is
+    no Stripe event at all: refused like a bad signature."""
+    try:
+        data = json.loads(payload)
+    except ValueError as exc:
+        raise WebhookSignatureError("The webhook body is not a Stripe event.") from exc
+    if not isinstance(data, dict):
+        raise WebhookSignatureError("The webhook body is not a Stripe event.")
+    try:
+        event = _EventShape.model_validate(data)
+    except ValidationError as exc:
+        return _unexpected(data, payload, _problem(exc))
+    obj = event.data.object
+    object_type = obj.get("object")
+    shape = _OBJECT_SHAPES.get(object_type) if isinstance(object_type, str) else None
+    if shape is not None:
+        try:
+            shape.model_validate(obj)
+        except ValidationError as exc:
+            return _unexpected(data, payload, _problem(exc))
+    return WebhookEvent(
+        id=event.id,
+        type=event.type,
+        object_type=object_type if isinstance(object_type, str) else None,
+        object_id=obj.get("id") if isinstance(obj.get("id"), str) else None,
+        intent=intent_snapshot(obj) if object_type == "payment_intent" else None,
+        charge=charge_snapshot(obj) if object_type == "charge" else None,
+        dispute=dispute_snapshot(obj) if object_type == "dispute" else None,
+        setup_intent=setup_intent_snapshot(obj) if object_type == "setup_intent" else None,
+        refund=refund_snapshot(obj) if object_type == "refund" else None,
+    )
+
+
+def _unexpected(data: dict[str, Any], payload: bytes, problem: str) -> WebhookEvent:
+    event_id, event_type = data.get("id"), data.get("type")
+    if not isinstance(event_id, str) or not event_id:
+        event_id = "unparsed_" + hashlib.sha256(payload).hexdigest()[:32]
+    return WebhookEvent(
+        id=event_id,
+        type=event_type if isinstance(event_type, str) and event_type else "unknown",
+        object_type=None,
+        object_id=None,
+        intent=None,
+        unexpected_shape=problem,
+    )
+
+
+def refund_snapshot(data: dict[str, Any]) -> RefundSnapshot:
+    """A Refund (from the API or an event) as the domain sees it."""
+    return RefundSnapshot(
+        id=str(data["id"]),
+        amount=int(data.get("amount") or 0),
+        status=str(data.get("status")),
+        failure_reason=data.get("failure_reason"),
+        payment_intent_id=_id_of(data.get("payment_intent")),
+        charge_id=_id_of(data.get("charge")),
+        metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+    )
 
 
 def charge_snapshot(data: dict[str, Any]) -> ChargeSnapshot:
@@ -375,10 +529,7 @@ def charge_snapshot(data: dict[str, Any]) -> ChargeSnapshot:
     refunds = None
     # Stripe lists a charge's refunds only when asked (expand); without them, they are fetched.
     if isinstance(listed, dict) and isinstance(listed.get("data"), list) and listed["data"]:
-        refunds = [
-            RefundSnapshot(str(r["id"]), int(r.get("amount") or 0), str(r.get("status")))
-            for r in listed["data"]
-        ]
+        refunds = [refund_snapshot(r) for r in listed["data"]]
     return ChargeSnapshot(
         id=str(data["id"]), payment_intent_id=_id_of(data.get("payment_intent")), refunds=refunds
     )

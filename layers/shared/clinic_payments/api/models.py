@@ -378,6 +378,13 @@ class RefundOut(BaseModel):
     stripe_refund_id: str | None
     actor: ActorOut
     at: str
+    # Stripe's: pending, requires_action, succeeded; failed or canceled gave nothing back to
+    # the cardholder, and what it took back was given back (returned_to_*), at failed_at.
+    status: str = "succeeded"
+    failure_reason: str | None = None
+    failed_at: str | None = None
+    returned_to_invoices: list[AllocationOut] = []
+    returned_to_credit: int = 0
 
 
 class DisputeOut(BaseModel):

@@ -168,6 +168,14 @@ def payment_out(payment: Payment, caller: Any, publishable_key: str | None = Non
                 stripe_refund_id=r.stripe_refund_id,
                 actor=actor_out(r.actor),
                 at=r.at,
+                status=r.status,
+                failure_reason=r.failure_reason,
+                failed_at=r.failed_at,
+                returned_to_invoices=[
+                    AllocationOut(invoice_id=a.invoice_id, amount=a.amount)
+                    for a in r.returned_to_invoices
+                ],
+                returned_to_credit=r.returned_to_credit,
             )
             for r in payment.refunds
         ],

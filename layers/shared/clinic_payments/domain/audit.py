@@ -2,8 +2,10 @@
 
 The invariant of DESIGN.md, as a pure function: every succeeded payment's captured amount is
 applied to invoices, held as credit, or recorded as fee; each invoice's amount_paid is the sum
-of what was applied to it (payments and credit) and never above its total; each currency's
-credit balance is the sum of its ledger entries and never negative; nothing appears twice.
+of what was applied to it (payments and credit, less refunds, plus what failed refunds gave
+back) and never above its total; a failed refund gave back exactly what it took back, and the
+ledger holds each refund's credit movements; each currency's credit balance is the sum of its
+ledger entries and never negative; nothing appears twice.
 Used by `make audit` (against the table, and Stripe) and by the tests after every money move.
 """
 
@@ -44,9 +46,15 @@ def audit_account(
     found: list[Difference] = []
     applied: Counter[str] = Counter()
     credited_by_payment: Counter[str] = Counter()
+    refund_entries: Counter[tuple[str, LedgerEntryType]] = Counter()
     for entry in entries:
         if entry.payment_id and entry.type in (LedgerEntryType.TOPUP, LedgerEntryType.OVERPAYMENT):
             credited_by_payment[entry.payment_id] += entry.amount
+        if entry.payment_id and entry.type in (
+            LedgerEntryType.REFUND,
+            LedgerEntryType.REFUND_FAILED,
+        ):
+            refund_entries[(entry.payment_id, entry.type)] += entry.amount
         if entry.type is LedgerEntryType.APPLIED and entry.invoice_id:
             applied[entry.invoice_id] += -entry.amount
     ids = Counter(e.id for e in entries)
@@ -80,9 +88,14 @@ def audit_account(
             )
         for a in p.allocations:
             applied[a.invoice_id] += a.amount
+        found += _refund_differences(p, refund_entries)
         for refund in p.refunds:
             for a in refund.from_invoices:
                 applied[a.invoice_id] -= a.amount
+            for a in refund.returned_to_invoices:
+                applied[a.invoice_id] += a.amount
+            if refund.has_failed:
+                continue
             if refund.uncovered:
                 found.append(
                     Difference(
@@ -96,7 +109,8 @@ def audit_account(
 
     for inv in invoices:
         subject = f"invoice {inv.id}"
-        refs = [r.payment_id for r in inv.payments]
+        # A refund's line and the line of its failure are two movements: (id, kind) is unique.
+        refs = [(r.payment_id, r.method) for r in inv.payments]
         if len(set(refs)) != len(refs):
             found.append(Difference(subject, "a payment is counted twice"))
         by_refs = sum(r.amount for r in inv.payments)
@@ -124,6 +138,43 @@ def audit_account(
             )
         if balance < 0:
             found.append(Difference(f"credit {currency}", f"negative balance {balance}"))
+    return found
+
+
+def _refund_differences(
+    p: Payment, refund_entries: Counter[tuple[str, LedgerEntryType]]
+) -> list[Difference]:
+    subject = f"payment {p.id}"
+    found = []
+    for refund in p.refunds:
+        if refund.has_failed and refund.returned != refund.taken_back:
+            found.append(
+                Difference(
+                    subject,
+                    f"refund {refund.id} failed: took back {refund.taken_back}, "
+                    f"gave back {refund.returned}",
+                )
+            )
+        if not refund.has_failed and refund.returned:
+            found.append(Difference(subject, f"refund {refund.id} gave back but did not fail"))
+    taken = sum(r.from_credit for r in p.refunds)
+    if -refund_entries[(p.id, LedgerEntryType.REFUND)] != taken:
+        found.append(
+            Difference(
+                subject,
+                f"refunds took {taken} from credit, ledger says "
+                f"{-refund_entries[(p.id, LedgerEntryType.REFUND)]}",
+            )
+        )
+    returned = sum(r.returned_to_credit for r in p.refunds)
+    if refund_entries[(p.id, LedgerEntryType.REFUND_FAILED)] != returned:
+        found.append(
+            Difference(
+                subject,
+                f"failed refunds gave {returned} to credit, ledger says "
+                f"{refund_entries[(p.id, LedgerEntryType.REFUND_FAILED)]}",
+            )
+        )
     return found
 
 
@@ -162,4 +213,15 @@ class Auditor:
                         f"received {p.amount_received} here, {intent.amount_received} at Stripe",
                     )
                 )
+            if any(r.stripe_refund_id for r in p.refunds):
+                at_stripe = {r.id: r for r in gateway.list_refunds(p.stripe_payment_intent_id)}
+                for r in p.refunds:
+                    theirs = at_stripe.get(r.stripe_refund_id or "")
+                    if theirs is not None and theirs.has_failed != r.has_failed:
+                        found.append(
+                            Difference(
+                                subject,
+                                f"refund {r.id} is {theirs.status} at Stripe, {r.status} here",
+                            )
+                        )
         return found

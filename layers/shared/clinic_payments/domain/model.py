@@ -254,6 +254,25 @@ class RefundRecord:
     at: str
     actor: Actor
     stripe_refund_id: str | None = None
+    status: str = "succeeded"  # Stripe's: pending, requires_action, succeeded, failed, canceled
+    failure_reason: str | None = None
+    failed_at: str | None = None
+    # A refund that failed gave back what it took: onto these invoices, the rest to credit.
+    returned_to_invoices: list[Allocation] = field(default_factory=list)
+    returned_to_credit: int = 0
+
+    @property
+    def has_failed(self) -> bool:
+        """Failed or canceled at Stripe: no money went back to the cardholder."""
+        return self.status in REFUND_FAILED_STATUSES
+
+    @property
+    def taken_back(self) -> int:
+        return self.from_credit + sum(a.amount for a in self.from_invoices)
+
+    @property
+    def returned(self) -> int:
+        return self.returned_to_credit + sum(a.amount for a in self.returned_to_invoices)
 
     @property
     def uncovered(self) -> int:
@@ -264,6 +283,9 @@ class RefundRecord:
             - sum(a.amount for a in self.from_invoices)
             - (self.from_fee)
         )
+
+
+REFUND_FAILED_STATUSES = frozenset({"failed", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -316,7 +338,8 @@ class Payment:
 
     @property
     def refunded_amount(self) -> int:
-        return sum(r.amount for r in self.refunds)
+        """Money given back to the cardholder: a refund that failed gave nothing back."""
+        return sum(r.amount for r in self.refunds if not r.has_failed)
 
     @property
     def charge_amount(self) -> int:
@@ -335,6 +358,7 @@ class LedgerEntryType(StrEnum):
     APPLIED = "applied"
     OVERPAYMENT = "overpayment"
     REFUND = "refund"
+    REFUND_FAILED = "refund_failed"  # a card refund that failed gives its credit back
     ADJUSTMENT = "adjustment"
 
 
@@ -446,13 +470,26 @@ class WebhookEvent:
     setup_intent: SetupIntentSnapshot | None = None
     charge: ChargeSnapshot | None = None
     dispute: DisputeSnapshot | None = None
+    refund: RefundSnapshot | None = None
+    # Signed by Stripe but not of a shape this API understands: why (no values, no secrets).
+    unexpected_shape: str | None = None
 
 
 @dataclass(frozen=True)
 class RefundSnapshot:
+    """A Stripe refund: from our request's answer, a list, or a refund.*/charge.* event."""
+
     id: str
     amount: int
     status: str
+    failure_reason: str | None = None
+    payment_intent_id: str | None = None
+    charge_id: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_failed(self) -> bool:
+        return self.status in REFUND_FAILED_STATUSES
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,18 @@ class RefundWrite:
 
 
 @dataclass(frozen=True)
+class RefundOutcomeWrite:
+    """A recorded refund's new state at Stripe. When it failed, what it took back is given back
+    (onto invoices, the rest to credit) in the same transaction, once."""
+
+    payment: Payment  # as read
+    index: int  # the refund's position in payment.refunds
+    record: RefundRecord  # the refund as it is now (status, and what was given back)
+    invoices: list[InvoiceCredit]
+    credit_entry: LedgerEntry | None  # type refund_failed, amount positive
+
+
+@dataclass(frozen=True)
 class CreditApplication:
     """Credit moved to one invoice, against the amount_paid it was read at."""
 
@@ -146,6 +158,12 @@ class PaymentsRepository(Protocol):
         """One transaction: the refund on the payment, invoices down, credit down, ledger.
         False when this refund (its key) is recorded already; StaleWriteError if anything
         moved since it was read."""
+        ...
+
+    def record_refund_outcome(self, write: RefundOutcomeWrite) -> None:
+        """One transaction: the refund's new status on the payment (only from the status it was
+        read with), and what a failed refund gives back. StaleWriteError if the refund, an
+        invoice or the credit moved since it was read."""
         ...
 
     def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
@@ -406,6 +424,7 @@ __all__ = [
     "ReceiptNotifier",
     "ReceiptOutbox",
     "ReceiptRef",
+    "RefundOutcomeWrite",
     "RefundWrite",
     "SettlementWrite",
     "SigningKey",

@@ -4,6 +4,12 @@ from the invoices the payment paid (newest first), then from the pass-through fe
 One path records a refund whatever asked for it: the API (staff), Stripe's charge.refunded
 (a refund made in the dashboard) and a lost dispute. Each is recorded once, by its key (Stripe's
 refund id, or the dispute id): the API's refund and the webhook about it never both count.
+
+A card refund may fail or be canceled after it was pending or even succeeded (Stripe's
+charge.refund.updated, refund.updated, refund.failed). It then gives back exactly what it took
+back, once: its credit to the credit, its invoices' part onto those invoices (what an invoice can
+no longer take, being void or paid meanwhile, to credit, as settlement does with overflow), and
+its fee part to the fee. A refund's state only moves forward: a late event changes nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from clinic_payments.domain.errors import (
 from clinic_payments.domain.ids import new_id
 from clinic_payments.domain.invoices import status_after
 from clinic_payments.domain.model import (
+    REFUND_FAILED_STATUSES,
     Actor,
     Allocation,
     Caller,
@@ -26,6 +33,7 @@ from clinic_payments.domain.model import (
     DisputeSnapshot,
     Invoice,
     InvoicePaymentRef,
+    InvoiceStatus,
     LedgerEntry,
     LedgerEntryType,
     Payment,
@@ -37,8 +45,10 @@ from clinic_payments.domain.model import (
 )
 from clinic_payments.domain.ports import (
     Clock,
+    InvoiceCredit,
     InvoiceDebit,
     PaymentsRepository,
+    RefundOutcomeWrite,
     RefundWrite,
     StripeGateways,
     StripeObjectLink,
@@ -47,6 +57,14 @@ from clinic_payments.domain.ports import (
 RECORD_ATTEMPTS: Final = 8
 REFUND_REASONS: Final = ("requested_by_customer", "duplicate", "fraudulent")
 STRIPE_ACTOR: Final = Actor(sub="stripe", role=Role.STAFF)  # made in the Stripe dashboard
+# A refund's states in the order Stripe moves them; an event never moves one backwards.
+REFUND_PROGRESS: Final = {
+    "pending": 0,
+    "requires_action": 0,
+    "succeeded": 1,
+    "failed": 2,
+    "canceled": 2,
+}
 
 
 @dataclass(frozen=True)
@@ -61,11 +79,14 @@ class TakeBack:
 
 
 def net_on_invoices(payment: Payment) -> dict[str, int]:
-    """What this payment still has on each invoice, after its earlier refunds."""
+    """What this payment still has on each invoice, after its earlier refunds (and what the
+    failed ones gave back)."""
     net = {a.invoice_id: a.amount for a in payment.allocations}
     for refund in payment.refunds:
         for a in refund.from_invoices:
             net[a.invoice_id] = net.get(a.invoice_id, 0) - a.amount
+        for a in refund.returned_to_invoices:
+            net[a.invoice_id] = net.get(a.invoice_id, 0) + a.amount
     return net
 
 
@@ -86,13 +107,43 @@ def plan_take_back(
         if take > 0:
             from_invoices.append(Allocation(invoice.id, take))
             remaining -= take
-    fee_left = payment.fee_amount - sum(r.from_fee for r in payment.refunds)
+    fee_left = payment.fee_amount - sum(r.from_fee for r in payment.refunds if not r.has_failed)
     from_fee = min(remaining, max(fee_left, 0))
     return TakeBack(from_credit, from_invoices, from_fee)
 
 
 def refundable(payment: Payment) -> int:
     return payment.amount_received - payment.refunded_amount
+
+
+@dataclass(frozen=True)
+class GiveBack:
+    to_invoices: list[Allocation]
+    to_credit: int
+
+
+def plan_give_back(refund: RefundRecord, invoices: dict[str, Invoice]) -> GiveBack:
+    """What a failed refund gives back: its credit part to credit; its invoices' part onto the
+    same invoices as far as each can still take it (not void, not paid meanwhile), the rest to
+    credit. Its fee part needs no write: the fee counts it again once the refund has failed."""
+    to_invoices: list[Allocation] = []
+    to_credit = refund.from_credit
+    for a in refund.from_invoices:
+        invoice = invoices.get(a.invoice_id)
+        room = 0
+        if invoice is not None and invoice.status is not InvoiceStatus.VOID:
+            room = max(invoice.total - invoice.amount_paid, 0)
+        take = min(a.amount, room)
+        if take > 0:
+            to_invoices.append(Allocation(a.invoice_id, take))
+        to_credit += a.amount - take
+    return GiveBack(to_invoices, to_credit)
+
+
+def moves_forward(recorded: str, reported: str) -> bool:
+    """True when Stripe reports a later state of the refund than the one recorded."""
+    before, after = REFUND_PROGRESS.get(recorded), REFUND_PROGRESS.get(reported)
+    return before is not None and after is not None and after > before
 
 
 class RefundService:
@@ -139,6 +190,7 @@ class RefundService:
             )
         self._check_coverable(payment, wanted)
         stripe_refund_id = None
+        status, failure_reason = "succeeded", None
         if payment.method is PaymentMethodType.CARD:
             gateway = self._stripe.for_account(clinic_id, str(payment.stripe_account_id))
             refund = gateway.create_refund(
@@ -154,6 +206,7 @@ class RefundService:
                 idempotency_key=f"{refund_id}:refund",
             )
             stripe_refund_id = refund.id
+            status, failure_reason = refund.status, refund.failure_reason
         self.record(
             StripeObjectLink(clinic_id, patient_id, payment.id, payment.stripe_account_id or ""),
             refund_id=refund_id,
@@ -162,6 +215,8 @@ class RefundService:
             reason=reason,
             actor=caller.actor(),
             stripe_refund_id=stripe_refund_id,
+            status=status,
+            failure_reason=failure_reason,
         )
         return self._payment(clinic_id, patient_id, payment_id)
 
@@ -193,19 +248,31 @@ class RefundService:
         reason: str,
         actor: Actor,
         stripe_refund_id: str | None,
+        status: str = "succeeded",
+        failure_reason: str | None = None,
     ) -> bool:
-        """Record money given back, once by its key. False if it was recorded already."""
+        """Record money given back, once by its key. False if it was recorded already.
+
+        A refund Stripe reports failed before it was recorded here (its failure event came
+        first) is recorded as failed, taking nothing back: whatever records it later by the
+        same key changes nothing."""
+        failed = status in REFUND_FAILED_STATUSES
         for _ in range(RECORD_ATTEMPTS):
             payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)
             if any(r.key == key for r in payment.refunds):
                 return False
-            amount = min(amount, refundable(payment))
-            if amount <= 0:
-                return False
-            credit = self._repo.get_credit(payment.clinic_id, payment.patient_id, payment.currency)
-            invoices = self._invoices(payment)
-            plan = plan_take_back(payment, amount, credit.balance, invoices)
             now = self._clock.now()
+            invoices: dict[str, Invoice] = {}
+            plan = TakeBack(0, [], 0)
+            if not failed:
+                amount = min(amount, refundable(payment))
+                if amount <= 0:
+                    return False
+                credit = self._repo.get_credit(
+                    payment.clinic_id, payment.patient_id, payment.currency
+                )
+                invoices = self._invoices(payment)
+                plan = plan_take_back(payment, amount, credit.balance, invoices)
             record = RefundRecord(
                 id=refund_id,
                 key=key,
@@ -217,6 +284,9 @@ class RefundService:
                 at=now,
                 actor=actor,
                 stripe_refund_id=stripe_refund_id,
+                status=status,
+                failure_reason=failure_reason,
+                failed_at=now if failed else None,
             )
             debits = [
                 InvoiceDebit(
@@ -252,22 +322,99 @@ class RefundService:
     # -- Stripe's events -----------------------------------------------------------------
 
     def charge_refunded(self, link: StripeObjectLink, refunds: list[RefundSnapshot]) -> int:
-        """charge.refunded: record each succeeded refund not recorded yet. Returns how many."""
-        recorded = 0
-        for refund in refunds:
-            if refund.status not in ("succeeded", "pending"):
+        """charge.refunded: record each refund not recorded yet, and the failure of any listed
+        as failed. Returns how many changed something."""
+        return sum(1 for refund in refunds if self.refund_changed(link, refund))
+
+    def refund_changed(self, link: StripeObjectLink, snapshot: RefundSnapshot) -> bool:
+        """A refund as Stripe reports it now (refund.*, charge.refund.updated, or listed by
+        charge.refunded). Unknown here: recorded (a dashboard refund; failed, it takes nothing).
+        Known: its status moves forward, and if it failed what it took back is given back.
+        False when nothing changed (a duplicate, a late or reordered event)."""
+        for _ in range(RECORD_ATTEMPTS):
+            payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)
+            index = next((i for i, r in enumerate(payment.refunds) if r.key == snapshot.id), None)
+            if index is None:
+                return self._record_reported(link, payment, snapshot)
+            recorded = payment.refunds[index]
+            if not moves_forward(recorded.status, snapshot.status):
+                return False
+            try:
+                self._repo.record_refund_outcome(self._outcome(payment, index, snapshot))
+            except StaleWriteError:
                 continue
-            if self.record(
-                link,
-                refund_id=refund.id,
-                key=refund.id,
-                amount=refund.amount,
-                reason="stripe_dashboard",
+            return True
+        raise ConflictError("The account is changing too fast; the event will be retried.")
+
+    def _record_reported(
+        self, link: StripeObjectLink, payment: Payment, snapshot: RefundSnapshot
+    ) -> bool:
+        if snapshot.status not in REFUND_PROGRESS:
+            return False
+        # Ours when its metadata says so (the API's answer was lost, or the event came first):
+        # recorded under our refund id, so a retry of the API request finds it.
+        ours = snapshot.metadata.get("payment_id") == payment.id
+        refund_id = snapshot.metadata.get("refund_id") if ours else None
+        return self.record(
+            link,
+            refund_id=refund_id or snapshot.id,
+            key=snapshot.id,
+            amount=snapshot.amount,
+            reason="stripe_dashboard",
+            actor=STRIPE_ACTOR,
+            stripe_refund_id=snapshot.id,
+            status=snapshot.status,
+            failure_reason=snapshot.failure_reason,
+        )
+
+    def _outcome(
+        self, payment: Payment, index: int, snapshot: RefundSnapshot
+    ) -> RefundOutcomeWrite:
+        recorded = payment.refunds[index]
+        if not snapshot.has_failed:
+            # pending -> succeeded: the money had been taken back already; only the status moves.
+            moved = replace(recorded, status=snapshot.status)
+            return RefundOutcomeWrite(payment, index, moved, [], None)
+        now = self._clock.now()
+        invoices: dict[str, Invoice] = {}
+        for a in recorded.from_invoices:
+            invoice = self._repo.get_invoice(payment.clinic_id, payment.patient_id, a.invoice_id)
+            if invoice is not None:
+                invoices[a.invoice_id] = invoice
+        give_back = plan_give_back(recorded, invoices)
+        credits = []
+        for a in give_back.to_invoices:
+            invoice = invoices[a.invoice_id]
+            credits.append(
+                InvoiceCredit(
+                    invoice_id=a.invoice_id,
+                    amount=a.amount,
+                    seen_amount_paid=invoice.amount_paid,
+                    new_status=status_after(invoice.total, invoice.amount_paid + a.amount),
+                    ref=InvoicePaymentRef(recorded.id, a.amount, "refund_failed", now),
+                )
+            )
+        entry = None
+        if give_back.to_credit:
+            entry = LedgerEntry(
+                id=new_id("rff"),
+                type=LedgerEntryType.REFUND_FAILED,
+                amount=give_back.to_credit,
+                currency=payment.currency,
+                at=now,
                 actor=STRIPE_ACTOR,
-                stripe_refund_id=refund.id,
-            ):
-                recorded += 1
-        return recorded
+                payment_id=payment.id,
+                reason=snapshot.failure_reason or snapshot.status,
+            )
+        failed = replace(
+            recorded,
+            status=snapshot.status,
+            failure_reason=snapshot.failure_reason,
+            failed_at=now,
+            returned_to_invoices=give_back.to_invoices,
+            returned_to_credit=give_back.to_credit,
+        )
+        return RefundOutcomeWrite(payment, index, failed, credits, entry)
 
     def dispute_changed(self, link: StripeObjectLink, snapshot: DisputeSnapshot) -> None:
         payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)

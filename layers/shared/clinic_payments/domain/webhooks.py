@@ -1,5 +1,9 @@
 """Stripe webhooks: verify, deduplicate, settle through the one settlement path; reconcile
-saved cards (setup_intent.succeeded)."""
+saved cards (setup_intent.succeeded); record refunds and their failures.
+
+A correctly signed event whose shape this API does not understand is answered 2xx and marked
+processed like any other: any other answer and Stripe retries it for days, then disables the
+endpoint, and no retry would make it readable."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from clinic_payments.domain.model import (
     ChargeSnapshot,
     DisputeSnapshot,
     IntentSnapshot,
+    RefundSnapshot,
     WebhookEvent,
 )
 from clinic_payments.domain.paying import PaymentService
@@ -43,11 +48,17 @@ DISPUTE_EVENTS = frozenset(
     {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
 )
 
+# Events carrying one refund object: a refund made (in the dashboard too) or its state moved.
+REFUND_EVENTS = frozenset(
+    {"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"}
+)
+
 
 class WebhookOutcome(StrEnum):
     PROCESSED = "processed"
     DUPLICATE = "duplicate"
     IGNORED = "ignored"  # an object this API does not know, or a type it does not handle
+    UNEXPECTED_SHAPE = "unexpected_shape"  # signed, but not an object shape this API reads
 
 
 class WebhookService:
@@ -79,7 +90,14 @@ class WebhookService:
         account_key = f"{clinic_id}#{account_id}"
         if self._repo.event_processed(account_key, event.id):
             return WebhookOutcome.DUPLICATE
-        outcome = self._dispatch(clinic_id, account_id, event)
+        if event.unexpected_shape is not None:
+            log.warning(
+                "stripe event of an unexpected shape",
+                extra={"event_type": event.type, "problem": event.unexpected_shape},
+            )
+            outcome = WebhookOutcome.UNEXPECTED_SHAPE
+        else:
+            outcome = self._dispatch(clinic_id, account_id, event)
         # Marked only now that its effects have committed: a failure above answers 5xx and
         # Stripe delivers the event again.
         self._repo.mark_event_processed(account_key, event.id, event.type)
@@ -88,6 +106,8 @@ class WebhookService:
     def _dispatch(self, clinic_id: str, account_id: str, event: WebhookEvent) -> WebhookOutcome:
         if event.type == "charge.refunded" and event.charge is not None:
             return self._charge_refunded(clinic_id, account_id, event.charge)
+        if event.type in REFUND_EVENTS and event.refund is not None:
+            return self._refund(clinic_id, account_id, event.refund)
         if event.type in DISPUTE_EVENTS and event.dispute is not None:
             return self._dispute(clinic_id, account_id, event.dispute)
         if event.type == "setup_intent.succeeded" and event.setup_intent is not None:
@@ -115,6 +135,17 @@ class WebhookService:
             gateway = self._stripe.for_account(clinic_id, account_id)
             refunds = gateway.list_refunds(str(charge.payment_intent_id))
         self._refunds.charge_refunded(link, refunds)
+        return WebhookOutcome.PROCESSED
+
+    def _refund(self, clinic_id: str, account_id: str, refund: RefundSnapshot) -> WebhookOutcome:
+        intent_id = refund.payment_intent_id
+        if intent_id is None and refund.charge_id:
+            gateway = self._stripe.for_account(clinic_id, account_id)
+            intent_id = gateway.payment_intent_of_charge(refund.charge_id)
+        link = self._link_intent_id(clinic_id, account_id, intent_id)
+        if link is None:
+            return WebhookOutcome.IGNORED
+        self._refunds.refund_changed(link, refund)
         return WebhookOutcome.PROCESSED
 
     def _dispute(self, clinic_id: str, account_id: str, dispute: DisputeSnapshot) -> WebhookOutcome:

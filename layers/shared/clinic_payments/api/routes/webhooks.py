@@ -9,7 +9,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from clinic_payments.api.auth import public
 from clinic_payments.api.errors import json_response
-from clinic_payments.api.observability import logger, metrics
+from clinic_payments.api.observability import count_webhook_event, logger
 from clinic_payments.wiring import container
 
 
@@ -29,7 +29,7 @@ def webhook_router() -> APIGatewayHttpRouter:
         signature = event.headers.get("stripe-signature")
         outcome = container().webhooks.handle(clinic_id, account_id, payload, signature)
         logger.info("stripe webhook", extra={"clinic_id": clinic_id, "outcome": outcome.value})
-        metrics.add_metric(name=f"Webhook_{outcome.value}", unit="Count", value=1)
+        count_webhook_event(outcome.value)
         return json_response(200, {"received": True})
 
     return router
