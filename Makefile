@@ -28,13 +28,14 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: requirements/dev.lock
-	@test -x $(PY) || $(PYTHON_FOR_VENV) -m venv $(VENV)
+	@# A first setup stopped with Ctrl-C can leave a venv without pip: make it anew then.
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON_FOR_VENV) -m venv $(VENV); }
 	@$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@$(UV) pip sync --quiet --python $(PY) requirements/dev.lock
 	@touch $@
 
 $(SAM_VENV)/.installed: requirements/sam.lock
-	@test -x $(SAM_VENV)/bin/python || $(PYTHON_FOR_VENV) -m venv $(SAM_VENV)
+	@$(SAM_VENV)/bin/python -m pip --version >/dev/null 2>&1 || { rm -rf $(SAM_VENV) && $(PYTHON_FOR_VENV) -m venv $(SAM_VENV); }
 	@$(SAM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	@$(SAM_VENV)/bin/uv pip sync --quiet --python $(SAM_VENV)/bin/python requirements/sam.lock
 	@touch $@
