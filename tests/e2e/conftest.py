@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from local.gateway import LocalGateway
 from local.seed import register_webhook
 from local.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER, generate_key, issue_token, public_key
+from tests.support.stripe_driver import LiveModeError, StripeDriver, driver_for
 
 if TYPE_CHECKING:
     from tests.conftest import Stack
@@ -273,15 +274,31 @@ def gateway(stack: Stack, jwt_key: rsa.RSAPrivateKey) -> Iterator[LocalGateway]:
         gw.stop()
 
 
-def seed_clinic(stack: Stack, gw: LocalGateway, key: rsa.RSAPrivateKey) -> HttpClinic:
-    clinic_id = f"e2e_{secrets.token_hex(4)}"
+def seed_clinic(
+    stack: Stack,
+    gw: LocalGateway,
+    key: rsa.RSAPrivateKey,
+    *,
+    clinic_id: str | None = None,
+    keys: tuple[str, str] | None = None,
+    stripe_url: str | None = None,
+    register_at_fake: bool = True,
+) -> HttpClinic:
+    """A clinic with the fake's generated keys and its webhook registered at the fake, unless
+    `keys` (secret, publishable), `stripe_url` and `register_at_fake` say otherwise (the
+    money-path driver seeds a real test account's keys and relays its events)."""
+    clinic_id = clinic_id or f"e2e_{secrets.token_hex(4)}"
     suffix = secrets.token_hex(6)
+    secret_key, publishable_key = keys or (
+        f"sk_test_{clinic_id}_{suffix}",
+        f"pk_test_{clinic_id}_{suffix}",
+    )
     clinic = HttpClinic(
         api_url=gw.url,
-        stripe_url=stack.stripe_url,
+        stripe_url=stripe_url or stack.stripe_url,
         clinic_id=clinic_id,
-        secret_key=f"sk_test_{clinic_id}_{suffix}",
-        publishable_key=f"pk_test_{clinic_id}_{suffix}",
+        secret_key=secret_key,
+        publishable_key=publishable_key,
         webhook_secret=f"whsec_test_{clinic_id}_{suffix}",
         jwt_key=key,
     )
@@ -316,6 +333,8 @@ def seed_clinic(stack: Stack, gw: LocalGateway, key: rsa.RSAPrivateKey) -> HttpC
         },
     )
     assert reply.status == 200, reply
+    if not register_at_fake:
+        return clinic
     register_webhook(
         stack.stripe_url,
         f"e2e-{clinic_id}-{ACCOUNT_ID}",
@@ -329,6 +348,31 @@ def seed_clinic(stack: Stack, gw: LocalGateway, key: rsa.RSAPrivateKey) -> HttpC
 def http_clinic(stack: Stack, gateway: LocalGateway, jwt_key: rsa.RSAPrivateKey) -> HttpClinic:
     """A fresh clinic per test module, seeded through the HTTP API."""
     return seed_clinic(stack, gateway, jwt_key)
+
+
+@pytest.fixture(scope="module")
+def stripe_driver(stack: Stack) -> Iterator[StripeDriver]:
+    """The Stripe the money-path tests run against: the strict fake, or with E2E_STRIPE=live
+    a real test-mode account (`make test-stripe`). Live mode without its keys fails, loudly."""
+    problem = None
+    try:
+        driver = driver_for(stack)
+    except LiveModeError as err:
+        problem = str(err)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+    try:
+        yield driver
+    finally:
+        driver.close()
+
+
+@pytest.fixture(scope="module")
+def money_clinic(
+    stripe_driver: StripeDriver, stack: Stack, gateway: LocalGateway, jwt_key: rsa.RSAPrivateKey
+) -> HttpClinic:
+    """A fresh clinic per module on the driver's Stripe, its webhooks delivered."""
+    return stripe_driver.seed(stack, gateway, jwt_key)
 
 
 def new_patient() -> str:

@@ -10,8 +10,17 @@ from typing import Any
 import pytest
 
 from local.tokens import LOCAL_ISSUER, generate_key
-from tests.e2e.conftest import HttpClinic, Reply, assert_envelope, http, new_patient, poll, sign
-from tests.support.portal import DECLINED, THREE_D_SECURE, VISA, authenticate, confirm_card
+from tests.e2e.conftest import (
+    POLL_TIMEOUT,
+    HttpClinic,
+    Reply,
+    assert_envelope,
+    http,
+    new_patient,
+    poll,
+    sign,
+)
+from tests.support.portal import VISA, confirm_card
 
 pytestmark = pytest.mark.e2e
 
@@ -41,8 +50,12 @@ def start_card_payment(clinic: HttpClinic, patient: str) -> tuple[dict[str, Any]
     return invoice, reply.body
 
 
-def wait_paid(clinic: HttpClinic, patient: str, invoice_id: str) -> dict[str, Any]:
-    invoice = poll(lambda: clinic.invoice(patient, invoice_id), lambda inv: inv["status"] == "paid")
+def wait_paid(
+    clinic: HttpClinic, patient: str, invoice_id: str, timeout: float = POLL_TIMEOUT
+) -> dict[str, Any]:
+    invoice = poll(
+        lambda: clinic.invoice(patient, invoice_id), lambda inv: inv["status"] == "paid", timeout
+    )
     assert invoice["status"] == "paid", f"the webhook did not settle the invoice: {invoice}"
     return dict(invoice)
 
@@ -67,149 +80,7 @@ def assert_settled_once(
     assert summary["available_credit"] == 0, summary
 
 
-# -- 1. the README walk-through --------------------------------------------------------------
-
-
-def test_readme_walkthrough_card_payment_is_settled_by_the_signed_webhook(
-    http_clinic: HttpClinic,
-) -> None:
-    clinic, patient = http_clinic, new_patient()
-    invoice = clinic.create_invoice(patient, [SESSION_LINE], due_date="2026-12-01")
-    assert invoice["status"] == "open", invoice
-    assert invoice["currency"] == "usd", invoice
-    assert invoice["lines"][0]["amount"] == 12000, invoice
-    assert invoice["lines"][0]["tax_amount"] == 1560, invoice
-    assert (invoice["subtotal"], invoice["tax"], invoice["total"]) == (12000, 1560, 13560)
-    assert invoice["balance_due"] == SESSION_TOTAL, invoice
-    assert invoice["amount_paid"] == 0, invoice
-
-    listing = clinic.invoices(patient)
-    assert [i["id"] for i in listing["items"]] == [invoice["id"]], listing
-    assert listing["summary"] == {
-        "outstanding_count": 1,
-        "outstanding_amount": SESSION_TOTAL,
-        "currency": "usd",
-        "available_credit": 0,
-    }, listing
-
-    reply = clinic.pay(patient, {"method": "card", "allocations": [{"invoice_id": invoice["id"]}]})
-    assert reply.status == 201, reply
-    payment = reply.body
-    assert payment["status"] == "requires_payment_method", payment
-    assert payment["amount"] == SESSION_TOTAL, payment
-    assert payment["client_secret"], payment
-    assert payment["publishable_key"] == clinic.publishable_key, payment
-
-    code, confirmed = confirm_card(
-        clinic.stripe_url,
-        intent_id_of(payment),
-        payment["client_secret"],
-        payment["publishable_key"],
-        VISA,
-    )
-    assert code == 200, confirmed
-    assert confirmed["status"] == "succeeded", confirmed
-
-    paid = wait_paid(clinic, patient, invoice["id"])
-    assert paid["balance_due"] == 0, paid
-    assert paid["amount_paid"] == SESSION_TOTAL, paid
-    assert paid["paid_at"], paid
-    assert [(p["payment_id"], p["amount"], p["method"]) for p in paid["payments"]] == [
-        (payment["id"], SESSION_TOTAL, "card")
-    ], paid
-
-    settled = clinic.payment(patient, payment["id"])
-    assert settled["status"] == "succeeded", settled
-    assert settled["confirmation_number"], settled
-    assert settled["payment_method"]["last4"] == "4242", settled
-    assert settled["succeeded_at"], settled
-    assert settled["client_secret"] is None, settled  # final: no secret any more
-
-    summary = clinic.invoices(patient)["summary"]
-    assert summary["outstanding_count"] == 0, summary
-    assert summary["outstanding_amount"] == 0, summary
-
-
-# -- 2. a declined new card, then a retry on the same intent ---------------------------------
-
-
-def test_declined_card_keeps_invoice_open_records_failure_and_retry_settles(
-    http_clinic: HttpClinic,
-) -> None:
-    clinic, patient = http_clinic, new_patient()
-    invoice, payment = start_card_payment(clinic, patient)
-    intent_id = intent_id_of(payment)
-
-    code, declined = confirm_card(
-        clinic.stripe_url, intent_id, payment["client_secret"], payment["publishable_key"], DECLINED
-    )
-    # What the Stripe fake answers, as Stripe does: a 402 card_error for the generic decline.
-    assert code == 402, declined
-    assert declined["error"]["type"] == "card_error", declined
-    assert declined["error"]["code"] == "card_declined", declined
-    assert declined["error"]["decline_code"] == "generic_decline", declined
-
-    # payment_intent.payment_failed arrives signed about 1 s later and records the failure.
-    failed = poll(lambda: clinic.payment(patient, payment["id"]), lambda p: p["status"] == "failed")
-    assert failed["status"] == "failed", failed
-    assert failed["failure"] is not None, failed
-    assert failed["failure"]["code"] == "card_declined", failed
-    assert failed["failure"]["decline_code"] == "generic_decline", failed
-    assert failed["failure"]["message"], failed
-    assert failed["confirmation_number"] is None, failed
-
-    still_open = clinic.invoice(patient, invoice["id"])
-    assert still_open["status"] == "open", still_open
-    assert still_open["amount_paid"] == 0, still_open
-    assert still_open["balance_due"] == SESSION_TOTAL, still_open
-    assert still_open["payments"] == [], still_open
-    assert clinic.invoices(patient)["summary"]["outstanding_amount"] == SESSION_TOTAL
-
-    # The portal lets the patient try another card on the same PaymentIntent.
-    code, confirmed = confirm_card(
-        clinic.stripe_url, intent_id, payment["client_secret"], payment["publishable_key"], VISA
-    )
-    assert code == 200, confirmed
-    assert confirmed["status"] == "succeeded", confirmed
-    wait_paid(clinic, patient, invoice["id"])
-    assert_settled_once(clinic, patient, invoice["id"], payment["id"], SESSION_TOTAL)
-    settled = clinic.payment(patient, payment["id"])
-    assert settled["failure"] is None, settled
-    assert settled["payment_method"]["last4"] == "4242", settled
-    assert settled["confirmation_number"], settled
-
-
-# -- 3. 3-D Secure -----------------------------------------------------------------------------
-
-
-def test_three_d_secure_card_settles_after_authentication(http_clinic: HttpClinic) -> None:
-    clinic, patient = http_clinic, new_patient()
-    invoice, payment = start_card_payment(clinic, patient)
-    intent_id = intent_id_of(payment)
-
-    code, confirmed = confirm_card(
-        clinic.stripe_url,
-        intent_id,
-        payment["client_secret"],
-        payment["publishable_key"],
-        THREE_D_SECURE,
-    )
-    assert code == 200, confirmed
-    assert confirmed["status"] == "requires_action", confirmed
-    assert clinic.invoice(patient, invoice["id"])["status"] == "open"
-
-    status = authenticate(
-        clinic.stripe_url, intent_id, payment["client_secret"], payment["publishable_key"]
-    )
-    assert status == 200
-    intent = clinic.stripe_get(f"/v1/payment_intents/{intent_id}")
-    assert intent["status"] == "succeeded", intent
-
-    wait_paid(clinic, patient, invoice["id"])
-    assert_settled_once(clinic, patient, invoice["id"], payment["id"], SESSION_TOTAL)
-    settled = clinic.payment(patient, payment["id"])
-    assert settled["confirmation_number"], settled
-    assert settled["payment_method"]["last4"] == "3155", settled
+# -- the README walk-through, a decline and 3-D Secure: tests/e2e/test_money_paths.py ------------
 
 
 # -- 4. a webhook delivered many times -------------------------------------------------------

@@ -1,6 +1,6 @@
-"""Refunds and disputes over HTTP: a card payment settled by the Stripe fake's signed webhook,
-refunded by staff through the API (a real refund at the fake), then a dispute (Stripe's real
-dispute shape, signed) that is lost and reversed once."""
+"""Disputes over HTTP: a card payment settled by the Stripe fake's signed webhook, then a dispute
+(Stripe's real dispute shape, signed) that is lost and reversed once. A staff refund through the
+API is a money path: tests/e2e/test_money_paths.py, against the fake and real Stripe."""
 
 from __future__ import annotations
 
@@ -37,35 +37,6 @@ def paid_by_card(clinic: HttpClinic, patient: str) -> tuple[dict, dict]:
     assert code == 200
     wait_paid(clinic, patient, invoice["id"])
     return invoice, payment
-
-
-def test_staff_refund_part_of_a_card_payment_over_http(http_clinic: HttpClinic) -> None:
-    clinic, patient = http_clinic, new_patient()
-    invoice, payment = paid_by_card(clinic, patient)
-    reply = clinic.request(
-        "POST",
-        clinic.patient_path(patient, f"/payments/{payment['id']}/refunds"),
-        token=clinic.staff_token(),
-        headers={"Idempotency-Key": secrets.token_hex(8)},
-        body={"amount": 3560, "reason": "requested_by_customer"},
-    )
-    assert reply.status == 201, reply
-    assert reply.body["refunded_amount"] == 3560
-    refund_id = reply.body["refunds"][0]["stripe_refund_id"]
-    at_stripe = clinic.stripe_get(f"/v1/refunds/{refund_id}")
-    assert (at_stripe["amount"], at_stripe["reason"]) == (3560, "requested_by_customer")
-    reopened = clinic.invoice(patient, invoice["id"])
-    assert (reopened["status"], reopened["balance_due"]) == ("partially_paid", 3560)
-    # More than is left to refund: a 409 that says how much is left.
-    reply = clinic.request(
-        "POST",
-        clinic.patient_path(patient, f"/payments/{payment['id']}/refunds"),
-        token=clinic.staff_token(),
-        headers={"Idempotency-Key": secrets.token_hex(8)},
-        body={"amount": SESSION_TOTAL, "reason": "requested_by_customer"},
-    )
-    assert reply.status == 409, reply
-    assert str(SESSION_TOTAL - 3560) in reply.body["error"]["message"]
 
 
 def test_a_lost_dispute_over_http_reopens_the_invoice_once(http_clinic: HttpClinic) -> None:
