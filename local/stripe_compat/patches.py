@@ -21,7 +21,7 @@ from localstripe.resources import (
 )
 from localstripe.webhooks import schedule_webhook
 
-from local.stripe_compat import aliases, event_list, rules
+from local.stripe_compat import aliases, event_list, refunds, rules
 from local.stripe_compat.cards import (
     AUTHENTICATE_UNLESS_SET_UP,
     AUTHENTICATION_REQUIRED,
@@ -60,6 +60,7 @@ def install() -> None:
     _installed = True
     aliases.install()  # Stripe's pm_card_* test ids
     event_list.install()  # GET /v1/events newest first, with ending_before and types
+    refunds.install()  # refund.* and charge.refunded events; 4000000000005126 refunds fail
 
     # State stays in memory: localstripe pickles its store to /tmp/localstripe.pickle on every
     # write and reloads it at start. Class-level, because Store.__setitem__ calls it too.
