@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import types
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -144,7 +145,8 @@ def _hints(typed: type) -> dict[str, Any]:
 
 def _alternatives(annotation: Any) -> Iterator[Any]:
     """The types a value may have: `Union[Literal[""], X]` (Stripe's "empty unsets") gives X."""
-    if get_origin(annotation) is Union:
+    # `X | int` (types.UnionType) as well as `Union[...]`: EventListParams.created is one.
+    if get_origin(annotation) in (Union, types.UnionType):
         for arg in get_args(annotation):
             yield from _alternatives(arg)
     else:

@@ -177,7 +177,8 @@ def test_the_fake_pages_events_as_stripe_does(fake: StripeHandle) -> None:
     last = stripe_call(fake, "GET", f"/v1/events?limit=2&ending_before={ids[2]}")
     assert [e["id"] for e in last["data"]] == [ids[4], ids[3]]
     assert last["has_more"] is False
-    since = stripe_call(fake, "GET", f"/v1/events?limit=100&created[gte]={2**40}")
+    later = int(time.time()) + 3600
+    since = stripe_call(fake, "GET", f"/v1/events?limit=100&created[gte]={later}")
     assert since["data"] == []
     assert since["has_more"] is False
 
@@ -290,3 +291,33 @@ def test_relay_command_stops_on_sigterm(fake: StripeHandle, receiver: Receiver) 
     assert "relay stopped" in output
     assert SECRET_KEY not in output
     assert ENDPOINT_SECRET not in output
+
+
+@pytest.mark.parametrize(
+    ("keys", "said"),
+    [
+        ({}, "STRIPE_TEST_SECRET_KEY is not set"),
+        ({"STRIPE_TEST_SECRET_KEY": SECRET_KEY}, "STRIPE_TEST_PUBLISHABLE_KEY is not set"),
+        (
+            {"STRIPE_TEST_SECRET_KEY": "sk_live_x", "STRIPE_TEST_PUBLISHABLE_KEY": "pk_test_x"},
+            "STRIPE_TEST_SECRET_KEY is a live-mode key",
+        ),
+    ],
+)
+def test_run_against_a_test_account_refuses_to_start_without_test_keys(
+    keys: dict[str, str], said: str
+) -> None:
+    """`make run STRIPE=test` checks the keys before it starts anything."""
+    result = subprocess.run(
+        [sys.executable, "-m", "local.run", "--stripe", "test"],
+        env={"PATH": "/usr/bin:/bin", **keys},
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1, result
+    assert said in result.stderr, result.stderr
+    assert "STRIPE_TEST_PUBLISHABLE_KEY=pk_test_" in result.stderr
+    assert "ready:" not in result.stdout
