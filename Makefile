@@ -22,7 +22,7 @@ TABLE ?= PaymentsTable-local
 SECRETS_PREFIX ?= clinic-payments-local
 
 
-.PHONY: audit help setup run token test test-unit test-integration test-e2e lint typecheck validate build deploy bench lock clean
+.PHONY: audit help setup run token test test-stripe test-unit test-integration test-e2e lint typecheck validate build deploy bench lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -42,8 +42,8 @@ $(SAM_VENV)/.installed: requirements/sam.lock
 
 setup: $(VENV)/.installed ## Create the development environment (.venv)
 
-run: setup ## Serve the API locally: moto + localstripe + local gateway, seeded with a demo clinic
-	$(PY) -m local.run
+run: setup ## Serve the API locally: moto + localstripe + local gateway, seeded with a demo clinic; STRIPE=test: your own Stripe test account
+	$(PY) -m local.run $(if $(filter command line,$(origin STRIPE)),--stripe "$(STRIPE)")
 
 token: setup ## Print a local token: make token ROLE=patient CLINIC=demo PATIENTS=pat_1 [SUB=...]
 	@$(PY) -m local.tokens --role "$(ROLE)" --clinic "$(CLINIC)" --patients "$(PATIENTS)" --sub "$(SUB)"
@@ -52,6 +52,12 @@ test: setup lint typecheck ## Lint, type-check, then unit -> integration -> e2e 
 	$(PY) -m pytest tests/unit
 	$(PY) -m pytest tests/integration
 	$(PY) -m pytest tests/e2e
+
+# Not part of `make test`: it reaches api.stripe.com with your test-mode keys.
+test-stripe: setup ## Money-path e2e tests against your Stripe test account (STRIPE_TEST_SECRET_KEY, STRIPE_TEST_PUBLISHABLE_KEY)
+	@case "$$STRIPE_TEST_SECRET_KEY" in sk_test_?*) ;; *) echo "make test-stripe: set STRIPE_TEST_SECRET_KEY=sk_test_... (your Stripe test-mode secret key; live keys are refused)" >&2; exit 2;; esac
+	@case "$$STRIPE_TEST_PUBLISHABLE_KEY" in pk_test_?*) ;; *) echo "make test-stripe: set STRIPE_TEST_PUBLISHABLE_KEY=pk_test_... (your Stripe test-mode publishable key; live keys are refused)" >&2; exit 2;; esac
+	E2E_STRIPE=live $(PY) -m pytest tests/e2e/test_money_paths.py
 
 test-unit: setup
 	$(PY) -m pytest tests/unit

@@ -72,12 +72,23 @@ def register_webhook(
     )
 
 
-def seed_demo(api_url: str, stripe_url: str, admin_token: str) -> None:
-    """The demo clinic: its Stripe account, its settings, and its webhook at the Stripe fake."""
+def seed_demo(
+    api_url: str,
+    stripe_url: str | None,
+    admin_token: str,
+    *,
+    stripe_account: dict[str, Any] | None = None,
+) -> None:
+    """The demo clinic: its Stripe account, its settings, and its webhook at the Stripe fake.
+
+    With `stripe_account` (a real test account's keys and a local endpoint secret) and no
+    `stripe_url`, no webhook is registered: the relay delivers that account's events."""
     clinic, account = DEMO_CLINIC, DEMO_ACCOUNT
     account_path = f"/v1/clinics/{clinic}/stripe-accounts/{account}"
-    _put_json(api_url, account_path, DEMO_STRIPE_ACCOUNT, admin_token)
+    _put_json(api_url, account_path, stripe_account or DEMO_STRIPE_ACCOUNT, admin_token)
     _put_json(api_url, f"/v1/clinics/{clinic}/settings", DEMO_SETTINGS, admin_token)
+    if stripe_url is None:
+        return
     register_webhook(
         stripe_url,
         f"{clinic}-{account}",
