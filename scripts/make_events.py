@@ -32,8 +32,6 @@ DEFAULT_FIXTURES = ROOT / "tests" / "fixtures" / "stripe" / "fixtures3.json"
 
 # The documented webhook secret of the local demo clinic's Stripe account (test mode only).
 WEBHOOK_SECRET = "whsec_test_local_demo_secret"  # noqa: S105 - public, test mode only
-# The Stripe API version that stripe-python 16.1 (the layer's pin) sends and expects.
-STRIPE_API_VERSION = "2026-10-28.endive"
 
 CLINIC = "demo"
 PATIENT = "pat_1"
@@ -52,11 +50,23 @@ SAMPLE_TIME = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
 SAMPLE_PAY_LINK_KEY = b"sample-events-only-not-a-deployed-signing-key"
 
 
-def sample_pay_link_token() -> str:
-    """A pay link for invoice inv_1 of demo/pat_1, expiring 14 days after SAMPLE_TIME."""
+def _use_layer() -> None:
     layer = str(ROOT / "layers" / "shared")
     if layer not in sys.path:
         sys.path.insert(0, layer)
+
+
+def stripe_api_version() -> str:
+    """The version the adapter pins: a sample event is what a webhook endpoint of it sends."""
+    _use_layer()
+    from clinic_payments.adapters.stripe_gateway import STRIPE_API_VERSION
+
+    return STRIPE_API_VERSION
+
+
+def sample_pay_link_token() -> str:
+    """A pay link for invoice inv_1 of demo/pat_1, expiring 14 days after SAMPLE_TIME."""
+    _use_layer()
     from clinic_payments.domain.paylinks import PayLink, sign_pay_link
 
     expires = int((SAMPLE_TIME + timedelta(days=14)).timestamp())
@@ -479,7 +489,7 @@ def payment_intent_succeeded(fixtures: dict[str, Any], now: int) -> dict[str, An
     event.update(
         {
             "id": "evt_3QexampleDemoClinic01",
-            "api_version": STRIPE_API_VERSION,
+            "api_version": stripe_api_version(),
             "created": now - 1,
             "data": {"object": intent},
             "livemode": False,

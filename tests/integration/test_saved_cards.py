@@ -283,7 +283,12 @@ def test_a_card_declined_at_setup_is_not_listed(clinic):
 def test_a_setup_intent_this_api_did_not_create_is_ignored(clinic):
     save_card(clinic, "pat_a")  # the patient's customer exists
     customer = container().repository.get_customer_id(clinic.clinic_id, "pat_a", "main")
-    stray = clinic.stripe().v1.setup_intents.create(params={"customer": customer})
+    stray = clinic.stripe().v1.setup_intents.create(
+        params={
+            "customer": customer,
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+        }
+    )
     code, _ = confirm_card_setup(
         clinic.stack.stripe_url, stray.id, str(stray.client_secret), clinic.publishable_key, VISA
     )

@@ -712,7 +712,15 @@ class Unavailable:
     after_create: bool = False
 
 
-Outcome = Succeed | Decline | RequiresAction | Unavailable
+@dataclass(frozen=True)
+class Refused:
+    """Stripe refused the request itself (a 400 such as `amount_too_small` in a currency with no
+    published minimum): nothing was created and nothing is saved under the idempotency key."""
+
+    error: DomainError
+
+
+Outcome = Succeed | Decline | RequiresAction | Unavailable | Refused
 
 
 @dataclass
@@ -782,6 +790,10 @@ class FakeStripeGateway:
 
     def script(self, *outcomes: Outcome) -> None:
         self._outcomes.extend(outcomes)
+
+    def forget_script(self) -> None:
+        """Drop the outcomes no call used (a request refused before Stripe was asked)."""
+        self._outcomes.clear()
 
     def add_card(
         self, customer: str | None, brand: str = "visa", last4: str = "4242", pm_id: str = ""
@@ -892,6 +904,8 @@ class FakeStripeGateway:
                 created = self._create(params, Succeed())
                 self._replies[idempotency_key] = (params, created)
             raise PaymentProviderUnavailableError("Stripe did not answer in time.")
+        if isinstance(outcome, Refused):
+            raise copy.copy(outcome.error)
         if isinstance(outcome, Decline) and not outcome.with_intent:
             error = CardDeclinedError(
                 outcome.message,

@@ -262,6 +262,7 @@ def test_the_response_carries_the_secret_only_for_its_owner() -> None:
 # DESIGN.md's codes and statuses, and the edge's own.
 STATUS_BY_CODE = {
     "validation_error": 422,
+    "amount_too_small": 422,
     "unauthorized": 401,
     "forbidden": 403,
     "not_found": 404,

@@ -14,6 +14,7 @@ import pytest
 from clinic_payments.domain.allocation import RequestedAllocation
 from clinic_payments.domain.audit import audit_account
 from clinic_payments.domain.errors import (
+    AmountTooSmallError,
     CardDeclinedError,
     ConflictError,
     ConsentRequiredError,
@@ -21,6 +22,7 @@ from clinic_payments.domain.errors import (
     ForbiddenError,
     InsufficientCreditError,
     NotFoundError,
+    PaymentFailedError,
     PaymentProviderUnavailableError,
     PaymentRequiresActionError,
     ValidationError,
@@ -53,6 +55,7 @@ from tests.unit.fakes import (
     STAFF,
     Decline,
     Outcome,
+    Refused,
     RequiresAction,
     Succeed,
     Unavailable,
@@ -359,6 +362,54 @@ def test_provider_unavailable_leaves_the_payment_processing_not_failed(world: Wo
     assert stored.status is PaymentStatus.PROCESSING
     assert stored.failure is None
     assert world.repo.is_pending(stored)  # the reconciler will look at it
+    assert world.stored_invoice(invoice.id).amount_paid == 0
+
+
+def test_a_card_charge_under_the_minimum_is_refused_before_anything_is_written(
+    world: World,
+) -> None:
+    invoice = world.invoice(49)
+    with pytest.raises(AmountTooSmallError) as caught:
+        pay(world, STAFF, card(invoice.id, payment_method_id=world.saved_card()))
+    assert caught.value.details[0]["minimum"] == 50
+    assert caught.value.details[0]["charge"] == 49
+    assert "create_payment_intent" not in [c.name for c in world.gateway.calls]
+    assert world.repo.all_payments(CLINIC, PATIENT) == []
+
+
+def test_cash_settles_what_is_under_the_card_minimum(world: World) -> None:
+    invoice = world.invoice(49)
+    payment = pay(world, STAFF, cash(invoice.id))
+    assert payment.status is PaymentStatus.SUCCEEDED
+    assert world.stored_invoice(invoice.id).amount_paid == 49
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        AmountTooSmallError("Amount must convert to at least 50 cents.", [{"code": "x"}]),
+        PaymentFailedError("Invalid payment_method_types[0]: must be one of card"),
+    ],
+    ids=["stripe-minimum", "invalid-request"],
+)
+def test_a_request_stripe_refuses_fails_the_payment_and_its_retry_charges_nothing(
+    world: World, refusal: DomainError
+) -> None:
+    invoice = world.invoice(5000)
+    request = card(invoice.id, payment_method_id=world.saved_card())
+    payment_id = new_id("pay")
+    world.gateway.script(Refused(refusal))
+    with pytest.raises(type(refusal)):
+        pay(world, STAFF, request, payment_id=payment_id)
+    stored = world.stored_payment(payment_id)
+    assert stored.status is PaymentStatus.FAILED
+    assert stored.failure is not None
+    assert stored.failure.message == refusal.message
+    assert not world.repo.is_pending(stored)
+    creates = len([c for c in world.gateway.calls if c.name == "create_payment_intent"])
+    with pytest.raises(DomainError):
+        pay(world, STAFF, request, payment_id=payment_id)
+    assert len([c for c in world.gateway.calls if c.name == "create_payment_intent"]) == creates
     assert world.stored_invoice(invoice.id).amount_paid == 0
 
 
@@ -695,6 +746,24 @@ class PaymentsMachine(RuleBasedStateMachine):
             return PaymentRequest(method, allocations, amount)
         return PaymentRequest(method, None, data.draw(st.integers(1, 30_000), label="amount"))
 
+    def refused_as_too_small(self, patient_id: str, attempt: Any) -> bool:
+        """Run a card payment; True if it was refused under Stripe's minimum, which must have
+        changed nothing (no payment, no intent)."""
+        payments = len(self.world.repo.all_payments(CLINIC, patient_id))
+        intents = len(self.world.gateway.intents)
+        refusal: list[AmountTooSmallError] = []
+        try:
+            attempt()
+        except AmountTooSmallError as exc:
+            refusal.append(exc)
+        if not refusal:
+            return False
+        event("a card charge under Stripe's minimum was refused")
+        assert refusal[0].details[0]["charge"] < refusal[0].details[0]["minimum"]
+        assert len(self.world.repo.all_payments(CLINIC, patient_id)) == payments
+        assert len(self.world.gateway.intents) == intents
+        return True
+
     def settle_by_webhook(self, payment: Payment, intent_id: str) -> None:
         intent = self.world.gateway.retrieve_payment_intent(intent_id)
         kind = {
@@ -742,15 +811,21 @@ class PaymentsMachine(RuleBasedStateMachine):
         }
         self.world.gateway.script(outcomes[outcome])
         payment_id = new_id("pay")
-        raised: DomainError | None = None
-        try:
-            pay(self.world, STAFF, request, patient_id=patient, payment_id=payment_id)
-        except (
-            CardDeclinedError,
-            PaymentRequiresActionError,
-            PaymentProviderUnavailableError,
-        ) as exc:
-            raised = exc
+        raised: list[DomainError] = []
+
+        def attempt() -> None:
+            try:
+                pay(self.world, STAFF, request, patient_id=patient, payment_id=payment_id)
+            except (
+                CardDeclinedError,
+                PaymentRequiresActionError,
+                PaymentProviderUnavailableError,
+            ) as exc:
+                raised.append(exc)
+
+        if self.refused_as_too_small(patient, attempt):
+            self.world.gateway.forget_script()  # the outcome scripted for it stays unused
+            return
         payment = self.world.stored_payment(payment_id, patient)
         expected = {
             "succeed": (None, PaymentStatus.SUCCEEDED),
@@ -760,7 +835,7 @@ class PaymentsMachine(RuleBasedStateMachine):
             "lost": (PaymentProviderUnavailableError, PaymentStatus.PROCESSING),
             "lost_after_create": (PaymentProviderUnavailableError, PaymentStatus.PROCESSING),
         }[outcome]
-        assert (type(raised) if raised else None, payment.status) == expected
+        assert (type(raised[0]) if raised else None, payment.status) == expected
         if payment.status is PaymentStatus.SUCCEEDED:
             self.settled_cards.append(payment)
         elif payment.status is PaymentStatus.REQUIRES_ACTION:
@@ -789,7 +864,15 @@ class PaymentsMachine(RuleBasedStateMachine):
     @rule(data=st.data(), patient=PATIENTS)
     def start_a_portal_payment(self, data: st.DataObject, patient: str) -> None:
         request = self.request(data, patient, PaymentMethodType.CARD)
-        payment = pay(self.world, patient_caller(patient), request, patient_id=patient)
+        started: list[Payment] = []
+        if self.refused_as_too_small(
+            patient,
+            lambda: started.append(
+                pay(self.world, patient_caller(patient), request, patient_id=patient)
+            ),
+        ):
+            return
+        [payment] = started
         assert payment.status is PaymentStatus.REQUIRES_PAYMENT_METHOD
         self.awaiting.append(payment)
 
@@ -916,7 +999,16 @@ class PaymentsMachine(RuleBasedStateMachine):
             purpose=PaymentPurpose.CREDIT_TOPUP,
         )
         before = self.world.repo.get_credit(CLINIC, patient, "usd").balance
-        payment = pay(self.world, patient_caller(patient), request, patient_id=patient)
+        done: list[Payment] = []
+        if self.refused_as_too_small(
+            patient,
+            lambda: done.append(
+                pay(self.world, patient_caller(patient), request, patient_id=patient)
+            ),
+        ):
+            self.world.gateway.forget_script()
+            return
+        [payment] = done
         assert payment.status is PaymentStatus.SUCCEEDED
         assert self.world.repo.get_credit(CLINIC, patient, "usd").balance == before + amount
         self.settled_cards.append(payment)

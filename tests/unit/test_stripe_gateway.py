@@ -10,13 +10,16 @@ from typing import Any
 import pytest
 import stripe
 from clinic_payments.adapters.stripe_gateway import (
+    STRIPE_API_VERSION,
     StripeGateway,
+    StripeGateways,
     StripeWebhookVerifier,
     _translate,
     intent_snapshot,
     setup_intent_snapshot,
 )
 from clinic_payments.domain.errors import (
+    AmountTooSmallError,
     CardDeclinedError,
     ConflictError,
     NotFoundError,
@@ -24,8 +27,10 @@ from clinic_payments.domain.errors import (
     PaymentProviderUnavailableError,
     WebhookSignatureError,
 )
+from clinic_payments.domain.model import StripeKeys
 
 from tests.support.fixtures import FIXTURES_PATH
+from tests.unit.fakes import FakeClinicSecrets
 
 pytestmark = pytest.mark.unit
 
@@ -97,8 +102,26 @@ def test_a_last_payment_error_becomes_the_failure():
             NotFoundError,
         ),
         (stripe.InvalidRequestError("Bad amount", "amount"), PaymentFailedError),
+        (
+            stripe.InvalidRequestError("Too small", "amount", code="amount_too_small"),
+            AmountTooSmallError,
+        ),
+        (
+            stripe.InvalidRequestError("Too large", "amount", code="amount_too_large"),
+            AmountTooSmallError,
+        ),
     ],
-    ids=["timeout", "5xx", "rate-limit", "auth", "idempotency", "missing", "invalid"],
+    ids=[
+        "timeout",
+        "5xx",
+        "rate-limit",
+        "auth",
+        "idempotency",
+        "missing",
+        "invalid",
+        "below-minimum",
+        "above-maximum",
+    ],
 )
 def test_stripe_errors_translate_to_one_domain_error_each(error, expected):
     translated = _translate(error)
@@ -242,7 +265,10 @@ def test_a_setup_intent_is_created_for_off_session_use_with_the_idempotency_key(
     [(method, url, headers, body)] = http.requests
     assert (method, url) == ("post", "https://api.stripe.com/v1/setup_intents")
     assert headers["Idempotency-Key"] == "cset_1:create"
-    assert body == "customer=cus_1&usage=off_session&metadata[setup_id]=cset_1"
+    assert body == (
+        "customer=cus_1&usage=off_session&metadata[setup_id]=cset_1"
+        "&automatic_payment_methods[enabled]=true&automatic_payment_methods[allow_redirects]=never"
+    )
     assert (snapshot.id, snapshot.customer) == (reply["id"], "cus_1")
 
 
@@ -293,3 +319,69 @@ def test_stripe_down_while_listing_or_setting_up_is_unavailable():
         gateway.list_cards("cus_1")
     with pytest.raises(PaymentProviderUnavailableError):
         gateway.create_setup_intent(customer="cus_1", metadata={}, idempotency_key="k")
+
+
+# -- PaymentIntents as real Stripe takes them -------------------------------------------------
+
+
+def _created_intent(resources: dict[str, Any], **kwargs: Any) -> tuple[str, dict[str, str]]:
+    reply = {**resources["payment_intent"], "status": "succeeded", "customer": "cus_1"}
+    gateway, http = gateway_answering((200, reply))
+    arguments: dict[str, Any] = {
+        "amount": 5000,
+        "currency": "usd",
+        "customer": "cus_1",
+        "metadata": {"payment_id": "pay_1"},
+        "idempotency_key": "pay_1:create",
+        "payment_method": None,
+        "confirm": False,
+        "off_session": False,
+        "save_card": False,
+        "receipt_email": None,
+    }
+    gateway.create_payment_intent(**{**arguments, **kwargs})
+    [(_method, _url, headers, body)] = http.requests
+    return str(body), headers
+
+
+def test_a_card_on_file_charged_off_session_is_confirmed_as_stripe_requires(resources):
+    # Stripe refuses a server-side confirm of an intent with automatic payment methods and no
+    # return_url, and setup_future_usage beside off_session: card only, nothing to save.
+    body, _ = _created_intent(
+        resources, payment_method="pm_1", confirm=True, off_session=True, save_card=True
+    )
+    assert "automatic_payment_methods[allow_redirects]=never" in body
+    assert "payment_method_types" not in body
+    assert "return_url" not in body
+    assert "confirm=true" in body
+    assert "off_session=true" in body
+    assert "setup_future_usage" not in body
+
+
+def test_a_portal_payment_that_saves_the_card_names_card_and_future_use(resources):
+    body, _ = _created_intent(resources, save_card=True)
+    assert "automatic_payment_methods[allow_redirects]=never" in body
+    assert "setup_future_usage=off_session" in body
+    assert "confirm" not in body
+
+
+def test_every_clinic_client_is_built_with_the_one_pinned_api_version(monkeypatch):
+    built: list[dict[str, Any]] = []
+    real_client = stripe.StripeClient
+
+    def recording_client(key: str, **options: Any) -> stripe.StripeClient:
+        built.append(options)
+        return real_client(key, **options)
+
+    monkeypatch.setattr(stripe, "StripeClient", recording_client)
+    secrets = FakeClinicSecrets()
+    secrets.put_keys("c", "main", StripeKeys("sk_test_unit", "pk_test_unit", "whsec_unit"))
+    StripeGateways(secrets).for_account("c", "main")
+    [options] = built
+    assert options["stripe_version"] == STRIPE_API_VERSION
+
+
+def test_the_pinned_api_version_is_the_one_the_sdk_was_generated_for():
+    # stripe.params (which mypy checks every call against) describes this version: an SDK
+    # upgrade that moves it fails here, so the pin and docs/deploy.md move on purpose.
+    assert stripe.api_version == STRIPE_API_VERSION

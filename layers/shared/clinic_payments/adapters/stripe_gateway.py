@@ -17,13 +17,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, Validat
 from stripe.params import (
     CustomerCreateParams,
     PaymentIntentCreateParams,
+    PaymentIntentCreateParamsAutomaticPaymentMethods,
     PaymentMethodListParams,
     RefundCreateParams,
     RefundListParams,
     SetupIntentCreateParams,
+    SetupIntentCreateParamsAutomaticPaymentMethods,
 )
 
 from clinic_payments.domain.errors import (
+    AmountTooSmallError,
     CardDeclinedError,
     ConflictError,
     DomainError,
@@ -44,6 +47,24 @@ from clinic_payments.domain.model import (
 )
 from clinic_payments.domain.ports import ClinicSecrets
 
+# The one place the Stripe API version is chosen: every request sends it, and each clinic's
+# webhook endpoint must be created with it (docs/deploy.md), so events arrive in the shapes this
+# adapter reads. It is the version stripe-python was generated for (its `stripe.params` types);
+# a unit test fails when an SDK upgrade moves it, so that the change is made here on purpose.
+STRIPE_API_VERSION = "2026-10-28.endive"
+# Since 2023-08-16 an intent without payment method types takes the methods enabled in the
+# Dashboard, redirects allowed, and a confirm with the secret key (a card on file) or by
+# Stripe.js then needs a `return_url`; since 2026-09-30.endive `payment_method_types` cannot be
+# written at all. A card never redirects: `allow_redirects=never` is Stripe's documented way to
+# confirm without a return URL (docs/stripe-fidelity.md).
+NO_REDIRECTS: PaymentIntentCreateParamsAutomaticPaymentMethods = {
+    "enabled": True,
+    "allow_redirects": "never",
+}
+SETUP_NO_REDIRECTS: SetupIntentCreateParamsAutomaticPaymentMethods = {
+    "enabled": True,
+    "allow_redirects": "never",
+}
 WEBHOOK_TOLERANCE_SECONDS = 300
 # Stripe's own advice is to retry with the same idempotency key; the SDK does so for network
 # errors and 5xx/409. Connect fast, allow a charge time to answer, stay inside API Gateway's 29 s.
@@ -124,6 +145,9 @@ def setup_intent_snapshot(data: dict[str, Any]) -> SetupIntentSnapshot:
     )
 
 
+STRIPE_AMOUNT_LIMITS = ("amount_too_small", "amount_too_large")
+
+
 def _translate(exc: stripe.StripeError) -> DomainError:
     if isinstance(exc, stripe.CardError):
         error = exc.error
@@ -149,6 +173,12 @@ def _translate(exc: stripe.StripeError) -> DomainError:
         return ConflictError("A retried request differed from the first; nothing was charged.")
     if isinstance(exc, stripe.InvalidRequestError) and exc.code == "resource_missing":
         return NotFoundError("Not found at Stripe.")
+    if isinstance(exc, stripe.InvalidRequestError) and exc.code in STRIPE_AMOUNT_LIMITS:
+        # Stripe's limits in a currency this API has no table for (money.MINIMUM_CHARGE).
+        return AmountTooSmallError(
+            exc.user_message or "Stripe refused this amount for the currency.",
+            [{"field": "amount", "issue": str(exc.code), "code": str(exc.code)}],
+        )
     return PaymentFailedError(exc.user_message or "Stripe refused the payment request.")
 
 
@@ -191,6 +221,7 @@ class StripeGateway:
             "customer": customer,
             "metadata": metadata,
             "description": GENERIC_DESCRIPTION,
+            "automatic_payment_methods": NO_REDIRECTS,
         }
         if payment_method:
             params["payment_method"] = payment_method
@@ -198,7 +229,9 @@ class StripeGateway:
             params["confirm"] = True
             if off_session:
                 params["off_session"] = True
-        if save_card:
+        if save_card and not off_session:
+            # Stripe refuses setup_future_usage beside off_session=true: a card charged while
+            # the patient is away is already saved.
             params["setup_future_usage"] = "off_session"
         if receipt_email:
             params["receipt_email"] = receipt_email
@@ -286,6 +319,7 @@ class StripeGateway:
             # Saved to be charged later, also while the patient is away (staff, off-session).
             "usage": "off_session",
             "metadata": metadata,
+            "automatic_payment_methods": SETUP_NO_REDIRECTS,
         }
         try:
             intent = self._client.v1.setup_intents.create(
@@ -336,6 +370,7 @@ class StripeGateways:
             if client is None:
                 client = stripe.StripeClient(
                     keys.secret_key,
+                    stripe_version=STRIPE_API_VERSION,
                     base_addresses={"api": self._api_base} if self._api_base else None,
                     max_network_retries=_RETRIES,
                     http_client=stripe.RequestsClient(timeout=_TIMEOUT),

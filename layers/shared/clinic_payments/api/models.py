@@ -6,15 +6,34 @@ import datetime as dt
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-from clinic_payments.domain.money import MAX_AMOUNT
+from clinic_payments.domain.money import MAX_AMOUNT, is_stripe_currency
 
 Amount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
 SignedAmount = Annotated[int, Field(strict=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
 Id = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
-Currency = Annotated[str, StringConstraints(pattern=r"^[a-z]{3}$")]
+
+
+def _stripe_currency(value: str) -> str:
+    if not is_stripe_currency(value):
+        raise ValueError("not a currency Stripe charges in (docs.stripe.com/currencies)")
+    return value
+
+
+# Lower-case ISO 4217, and one Stripe supports: an invoice in a currency Stripe refuses could
+# never be paid by card.
+Currency = Annotated[
+    str, StringConstraints(pattern=r"^[a-z]{3}$"), AfterValidator(_stripe_currency)
+]
 Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
 
 

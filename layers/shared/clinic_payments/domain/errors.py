@@ -18,6 +18,12 @@ class ValidationError(DomainError):
     code = "validation_error"
 
 
+class AmountTooSmallError(ValidationError):
+    """A card charge under Stripe's minimum for its currency: Stripe would refuse it."""
+
+    code = "amount_too_small"
+
+
 class UnauthorizedError(DomainError):
     code = "unauthorized"
 

@@ -15,6 +15,7 @@ from typing import Final
 
 from clinic_payments.domain.allocation import RequestedAllocation, plan_payment, plan_settlement
 from clinic_payments.domain.errors import (
+    AmountTooSmallError,
     CardDeclinedError,
     ConflictError,
     ConsentRequiredError,
@@ -51,7 +52,7 @@ from clinic_payments.domain.model import (
     Role,
     StripeAccount,
 )
-from clinic_payments.domain.money import fee_for, is_valid_amount
+from clinic_payments.domain.money import fee_for, format_amount, is_valid_amount, minimum_charge
 from clinic_payments.domain.payments import may_move, status_from_intent, statuses_before
 from clinic_payments.domain.ports import (
     Clock,
@@ -82,6 +83,28 @@ CARD_DECLINE_CODES: Final = frozenset(
         "processing_error",
     }
 )
+
+
+def check_card_minimum(charge: int, currency: str) -> None:
+    """Stripe refuses a card charge under its minimum for the currency (`amount_too_small`):
+    say so before anything is written or sent. Cash, check and credit have no minimum, so a
+    small remainder can still be settled those ways."""
+    minimum = minimum_charge(currency)
+    if minimum is not None and charge < minimum:
+        raise AmountTooSmallError(
+            f"A card payment must be at least {format_amount(minimum, currency)} "
+            f"{currency.upper()} (Stripe's minimum charge); this one would charge "
+            f"{format_amount(charge, currency)}. Pay it in cash, by check or with account "
+            "credit, or add it to a larger payment.",
+            [
+                {
+                    "field": "amount",
+                    "issue": "below the minimum card charge",
+                    "minimum": minimum,
+                    "charge": charge,
+                }
+            ],
+        )
 
 
 def is_card_decline(failure: Failure | None) -> bool:
@@ -230,6 +253,7 @@ class PaymentService:
                 fee = fee_for(amount, rate.percent, rate.fixed)
                 if not is_valid_amount(amount + fee):
                     raise ValidationError("The amount with the processing fee is too large.")
+            check_card_minimum(amount + fee, currency)
         now = self._clock.now()
         initial = (
             PaymentStatus.PROCESSING
@@ -385,6 +409,16 @@ class PaymentService:
             )
             self._repo.update_payment_status(payment, PaymentStatus.FAILED, failure=failure)
             exc.payment = self.get(payment.clinic_id, payment.patient_id, payment.id)
+            raise
+        except (AmountTooSmallError, PaymentFailedError) as exc:
+            # Stripe refused the request itself (nothing was created, so nothing can settle):
+            # the payment is over, and a retry with the same key answers the same.
+            code = exc.details[0].get("code") if exc.details else None
+            self._repo.update_payment_status(
+                payment, PaymentStatus.FAILED, failure=Failure(code, None, exc.message)
+            )
+            if isinstance(exc, PaymentError):
+                exc.payment = self.get(payment.clinic_id, payment.patient_id, payment.id)
             raise
         except PaymentError as exc:
             exc.payment = payment
