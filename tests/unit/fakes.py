@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -52,6 +52,7 @@ from clinic_payments.domain.model import (
     Failure,
     IntentSnapshot,
     Invoice,
+    InvoicePaymentRef,
     InvoiceStatus,
     LedgerEntry,
     Location,
@@ -73,6 +74,8 @@ from clinic_payments.domain.ports import (
     Clock,
     CreditApplication,
     IdempotencyRecord,
+    InvoiceCredit,
+    InvoiceDebit,
     PaymentsRepository,
     RefundOutcomeWrite,
     RefundWrite,
@@ -109,6 +112,31 @@ def _decode_cursor(cursor: str) -> str:
 
 def _pending_sort_key(p: Payment) -> str:
     return f"{p.created_at}#{p.clinic_id}#{p.patient_id}#{p.id}"
+
+
+def _as_read(invoice: Invoice | None, seen_amount_paid: int) -> bool:
+    """The condition of every invoice update: there, not void, amount_paid as it was read."""
+    return (
+        invoice is not None
+        and invoice.amount_paid == seen_amount_paid
+        and invoice.status is not InvoiceStatus.VOID
+    )
+
+
+def _invoices_as_read(
+    bucket: dict[str, Invoice], changes: Sequence[InvoiceCredit | InvoiceDebit]
+) -> bool:
+    return all(_as_read(bucket.get(c.invoice_id), c.seen_amount_paid) for c in changes)
+
+
+def _pay_onto(
+    invoice: Invoice, amount: int, new_status: InvoiceStatus, ref: InvoicePaymentRef
+) -> None:
+    invoice.amount_paid += amount
+    invoice.status = new_status
+    invoice.payments.append(ref)
+    if new_status is InvoiceStatus.PAID:
+        invoice.paid_at = ref.at
 
 
 @dataclass
@@ -348,15 +376,9 @@ class InMemoryPaymentsRepository:
         if stored is None or stored.status not in write.previous_statuses:
             return False  # settled already (or no longer settleable): change nothing
         bucket = self.invoices.get((p.clinic_id, p.patient_id), {})
-        for credit in write.invoices:
-            invoice = bucket.get(credit.invoice_id)
-            if (
-                invoice is None
-                or invoice.amount_paid != credit.seen_amount_paid
-                or invoice.status is InvoiceStatus.VOID
-            ):
-                self.stale_writes += 1
-                raise StaleWriteError("An invoice changed during settlement.")
+        if not _invoices_as_read(bucket, write.invoices):
+            self.stale_writes += 1
+            raise StaleWriteError("An invoice changed during settlement.")
         entries = self.ledger.setdefault((p.clinic_id, p.patient_id), [])
         if write.credit_entry is not None and any(e.id == write.credit_entry.id for e in entries):
             self.stale_writes += 1
@@ -373,20 +395,9 @@ class InMemoryPaymentsRepository:
         stored.failure = None
         self.pending.discard((p.clinic_id, p.patient_id, p.id))
         for credit in write.invoices:
-            invoice = bucket[credit.invoice_id]
-            invoice.amount_paid += credit.amount
-            invoice.status = credit.new_status
-            invoice.payments.append(credit.ref)
-            if credit.new_status is InvoiceStatus.PAID:
-                invoice.paid_at = credit.ref.at
+            _pay_onto(bucket[credit.invoice_id], credit.amount, credit.new_status, credit.ref)
         if write.credit_entry is not None:
-            entry = write.credit_entry
-            key = (p.clinic_id, p.patient_id, entry.currency)
-            current = self.credits.get(key, Credit(0, entry.currency, 0))
-            self.credits[key] = Credit(
-                current.balance + entry.amount, entry.currency, current.version + 1
-            )
-            entries.append(entry)
+            self._add_credit(p.clinic_id, p.patient_id, write.credit_entry)
         if write.card_consent is not None:
             consents = self.card_consent_records.setdefault((p.clinic_id, p.patient_id), {})
             consents[write.card_consent.payment_method_id] = write.card_consent
@@ -399,14 +410,8 @@ class InMemoryPaymentsRepository:
         if stored is None or len(stored.refunds) != len(p.refunds):
             raise StaleWriteError("The payment's refunds moved.")
         bucket = self.invoices.get((p.clinic_id, p.patient_id), {})
-        for debit in write.invoices:
-            invoice = bucket.get(debit.invoice_id)
-            if (
-                invoice is None
-                or invoice.amount_paid != debit.seen_amount_paid
-                or invoice.status is InvoiceStatus.VOID
-            ):
-                raise StaleWriteError("An invoice moved.")
+        if not _invoices_as_read(bucket, write.invoices):
+            raise StaleWriteError("An invoice moved.")
         entry = write.credit_entry
         if entry is not None:
             balance = self.get_credit(p.clinic_id, p.patient_id, entry.currency).balance
@@ -440,25 +445,14 @@ class InMemoryPaymentsRepository:
         ):
             raise StaleWriteError("The refund moved.")
         bucket = self.invoices.get((p.clinic_id, p.patient_id), {})
-        for credit in write.invoices:
-            invoice = bucket.get(credit.invoice_id)
-            if (
-                invoice is None
-                or invoice.amount_paid != credit.seen_amount_paid
-                or invoice.status is InvoiceStatus.VOID
-            ):
-                raise StaleWriteError("An invoice moved.")
+        if not _invoices_as_read(bucket, write.invoices):
+            raise StaleWriteError("An invoice moved.")
         entry = write.credit_entry
         if entry is not None and self.ledger_entry_exists(p.clinic_id, p.patient_id, entry.id):
             raise StaleWriteError("The ledger entry exists already.")
         stored.refunds[write.index] = write.record
         for credit in write.invoices:
-            invoice = bucket[credit.invoice_id]
-            invoice.amount_paid += credit.amount
-            invoice.status = credit.new_status
-            invoice.payments.append(credit.ref)
-            if credit.new_status is InvoiceStatus.PAID:
-                invoice.paid_at = credit.ref.at
+            _pay_onto(bucket[credit.invoice_id], credit.amount, credit.new_status, credit.ref)
         if entry is not None:
             self._add_credit(p.clinic_id, p.patient_id, entry)
 
@@ -552,17 +546,10 @@ class InMemoryPaymentsRepository:
         if balance < -write.entry.amount:
             raise InsufficientCreditError("Not enough credit.")
         invoice = self.invoices.get((clinic_id, patient_id), {}).get(write.invoice_id)
-        if (
-            invoice is None
-            or invoice.amount_paid != write.seen_amount_paid
-            or invoice.status is InvoiceStatus.VOID
-        ):
+        if not _as_read(invoice, write.seen_amount_paid):
             raise StaleWriteError("The invoice changed.")
-        invoice.amount_paid += write.amount
-        invoice.status = write.new_status
-        invoice.payments.append(write.ref)
-        if write.new_status is InvoiceStatus.PAID:
-            invoice.paid_at = write.ref.at
+        assert invoice is not None
+        _pay_onto(invoice, write.amount, write.new_status, write.ref)
         self._add_credit(clinic_id, patient_id, write.entry)
 
     def adjust_credit(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> LedgerEntry:

@@ -44,6 +44,7 @@ from clinic_payments.domain.payments import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import (
     CreditApplication,
     IdempotencyRecord,
+    InvoiceCredit,
     PaymentRequestRecord,
     ReceiptRef,
     RefundOutcomeWrite,
@@ -423,20 +424,7 @@ class DynamoPaymentsRepository:
                 }
             }
         ]
-        for credit in write.invoices:
-            update = self._invoice_amount_update(
-                pk,
-                credit.invoice_id,
-                delta=credit.amount,
-                seen_amount_paid=credit.seen_amount_paid,
-                new_status=credit.new_status,
-                ref=credit.ref,
-            )
-            items.append({"Update": update})
-        if write.credit_entry is not None:
-            # One balance per currency: an overpayment in CAD never adds to USD.
-            items.append({"Update": self._credit_update(pk, write.credit_entry, guard=False)})
-            items.append({"Put": self._ledger_put(p.clinic_id, p.patient_id, write.credit_entry)})
+        items += self._money_back_items(p, write.invoices, write.credit_entry)
         if write.card_consent is not None:
             # The card saved while paying: its consent is on file the moment the payment is.
             item = codec.card_consent_to_item(p.clinic_id, p.patient_id, write.card_consent)
@@ -539,19 +527,7 @@ class DynamoPaymentsRepository:
                 }
             }
         ]
-        for credit in write.invoices:
-            update = self._invoice_amount_update(
-                pk,
-                credit.invoice_id,
-                delta=credit.amount,
-                seen_amount_paid=credit.seen_amount_paid,
-                new_status=credit.new_status,
-                ref=credit.ref,
-            )
-            items.append({"Update": update})
-        if write.credit_entry is not None:
-            items.append({"Update": self._credit_update(pk, write.credit_entry, guard=False)})
-            items.append({"Put": self._ledger_put(p.clinic_id, p.patient_id, write.credit_entry)})
+        items += self._money_back_items(p, write.invoices, write.credit_entry)
         try:
             self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -692,6 +668,32 @@ class DynamoPaymentsRepository:
             update["ConditionExpression"] = "balance >= :needed"
             update["ExpressionAttributeValues"] = _values({**values, ":needed": -entry.amount})
         return update
+
+    def _money_back_items(
+        self, p: Payment, invoices: list[InvoiceCredit], credit_entry: LedgerEntry | None
+    ) -> list[Any]:
+        """Transaction items that put money onto invoices (each on the amount_paid read) and
+        the rest onto the patient's credit with its ledger entry: a settlement, or a failed
+        refund giving back what it took."""
+        pk = patient_pk(p.clinic_id, p.patient_id)
+        items: list[Any] = [
+            {
+                "Update": self._invoice_amount_update(
+                    pk,
+                    credit.invoice_id,
+                    delta=credit.amount,
+                    seen_amount_paid=credit.seen_amount_paid,
+                    new_status=credit.new_status,
+                    ref=credit.ref,
+                )
+            }
+            for credit in invoices
+        ]
+        if credit_entry is not None:
+            # One balance per currency: an overpayment in CAD never adds to USD.
+            items.append({"Update": self._credit_update(pk, credit_entry, guard=False)})
+            items.append({"Put": self._ledger_put(p.clinic_id, p.patient_id, credit_entry)})
+        return items
 
     def _invoice_amount_update(
         self,
