@@ -138,26 +138,31 @@ class WebhookService:
         return WebhookOutcome.PROCESSED
 
     def _refund(self, clinic_id: str, account_id: str, refund: RefundSnapshot) -> WebhookOutcome:
-        intent_id = refund.payment_intent_id
-        if intent_id is None and refund.charge_id:
-            gateway = self._stripe.for_account(clinic_id, account_id)
-            intent_id = gateway.payment_intent_of_charge(refund.charge_id)
-        link = self._link_intent_id(clinic_id, account_id, intent_id)
+        link = self._link_of_charge(
+            clinic_id, account_id, refund.payment_intent_id, refund.charge_id
+        )
         if link is None:
             return WebhookOutcome.IGNORED
         self._refunds.refund_changed(link, refund)
         return WebhookOutcome.PROCESSED
 
     def _dispute(self, clinic_id: str, account_id: str, dispute: DisputeSnapshot) -> WebhookOutcome:
-        intent_id = dispute.payment_intent_id
-        if intent_id is None and dispute.charge_id:
-            gateway = self._stripe.for_account(clinic_id, account_id)
-            intent_id = gateway.payment_intent_of_charge(dispute.charge_id)
-        link = self._link_intent_id(clinic_id, account_id, intent_id)
+        link = self._link_of_charge(
+            clinic_id, account_id, dispute.payment_intent_id, dispute.charge_id
+        )
         if link is None:
             return WebhookOutcome.IGNORED
         self._refunds.dispute_changed(link, dispute)
         return WebhookOutcome.PROCESSED
+
+    def _link_of_charge(
+        self, clinic_id: str, account_id: str, intent_id: str | None, charge_id: str | None
+    ) -> StripeObjectLink | None:
+        """Refunds and disputes name their intent, or only their charge (asked of Stripe)."""
+        if intent_id is None and charge_id:
+            gateway = self._stripe.for_account(clinic_id, account_id)
+            intent_id = gateway.payment_intent_of_charge(charge_id)
+        return self._link_intent_id(clinic_id, account_id, intent_id)
 
     def _link_intent_id(
         self, clinic_id: str, account_id: str, intent_id: str | None
