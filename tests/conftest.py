@@ -287,3 +287,12 @@ def make_clinic(stack: Stack, **settings: Any) -> Api:
 @pytest.fixture
 def clinic(stack: Stack) -> Api:
     return make_clinic(stack)
+
+
+@pytest.fixture
+def no_faults_left(stack: Stack) -> Iterator[None]:
+    """Clears the Stripe fake's injected faults after the test, used or not."""
+    yield
+    from tests.support import stripe_control
+
+    stripe_control.clear_faults(stack.stripe_url)

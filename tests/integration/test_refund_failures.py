@@ -123,12 +123,6 @@ def test_the_fakes_failing_refund_card_reports_the_failure_in_stripes_events(cli
     clinic.check_invariant("pat_a")
 
 
-@pytest.fixture
-def no_faults_left(stack):
-    yield
-    stripe_control.clear_faults(stack.stripe_url)
-
-
 def test_a_failure_that_arrives_before_the_refund_was_recorded_takes_nothing(
     clinic, no_faults_left
 ):

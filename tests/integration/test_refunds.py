@@ -232,12 +232,6 @@ def test_a_refund_that_cannot_be_taken_back_is_refused(clinic):
     clinic.check_invariant("pat_a")
 
 
-@pytest.fixture
-def no_faults_left(stack):
-    yield
-    stripe_control.clear_faults(stack.stripe_url)
-
-
 def test_stripe_failing_before_a_refund_records_nothing_and_the_retry_refunds_once(
     clinic, no_faults_left
 ):
