@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import secrets
 import socket
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -47,20 +49,128 @@ class _AtomicDynamoDB:
     not lock, so two concurrent requests can both pass the same condition. Serialising
     DynamoDB calls gives the local stack DynamoDB's atomicity (other services run freely), so
     concurrency tests exercise the project's conditions rather than moto's race.
+
+    It also takes injected faults (`POST /_local/dynamodb/faults` with a DynamoDBFault as JSON,
+    `GET` lists the pending ones, `DELETE` clears them): throttling and transaction conflicts
+    as DynamoDB answers them, for fault tests and the soak.
     """
 
     def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
         self._app = app
         self._lock = threading.Lock()
+        self.faults: list[DynamoDBFault] = []
+        self.injected: Counter[str] = Counter()
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+        if environ.get("PATH_INFO") == DYNAMODB_FAULTS_PATH:
+            return self._control(environ, start_response)
+        target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+        if target.startswith("DynamoDB_"):
             with self._lock:
+                fault = self._take_fault(target.split(".", 1)[-1])
+                if fault is not None:
+                    status, body = fault.answer(_read_wsgi_body(environ))
+                    self.injected[f"{fault.operation}:{fault.error}"] += 1
+                    start_response(
+                        status,
+                        [
+                            ("Content-Type", "application/x-amz-json-1.0"),
+                            ("Content-Length", str(len(body))),
+                        ],
+                    )
+                    return [body]
                 return list(self._app(environ, start_response))
         return self._app(environ, start_response)
 
+    def _take_fault(self, operation: str) -> DynamoDBFault | None:
+        for fault in self.faults:
+            if fault.matches(operation):
+                fault.times -= 1
+                if fault.times <= 0:
+                    self.faults.remove(fault)
+                return fault
+        return None
+
+    def _control(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        method = environ.get("REQUEST_METHOD")
+        with self._lock:
+            if method == "POST":
+                try:
+                    spec = json.loads(_read_wsgi_body(environ))
+                    fault = DynamoDBFault(**spec)
+                    if fault.error not in ("throttle", "conflict") or fault.times < 1:
+                        raise ValueError("error is throttle or conflict; times >= 1")
+                except (TypeError, ValueError) as exc:
+                    return _json_reply(start_response, "400 Bad Request", {"error": str(exc)})
+                self.faults.append(fault)
+                return _json_reply(start_response, "200 OK", asdict(fault))
+            if method == "DELETE":
+                self.faults.clear()
+                return _json_reply(start_response, "200 OK", {"cleared": True})
+            return _json_reply(
+                start_response,
+                "200 OK",
+                {"pending": [asdict(f) for f in self.faults], "injected": dict(self.injected)},
+            )
+
+
+def _read_wsgi_body(environ: dict[str, Any]) -> bytes:
+    """Reads the body and puts it back, so the wrapped app can read it again."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    body = environ["wsgi.input"].read(length) if length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body
+
 
 MAILBOX_PATH = "/_local/ses/messages"
+DYNAMODB_FAULTS_PATH = "/_local/dynamodb/faults"
+# What DynamoDB answers when it throttles, or cancels a transaction that met another one
+# (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html).
+_THROTTLED = "ProvisionedThroughputExceededException"
+_CANCELED = "TransactionCanceledException"
+
+
+@dataclass
+class DynamoDBFault:
+    """The next `times` calls of `operation` (e.g. "TransactWriteItems", "UpdateItem", or "*")
+    fail as DynamoDB fails: `throttle` (botocore retries it itself) or `conflict` (a
+    transaction cancelled for a concurrent one: TransactionConflict on every item)."""
+
+    operation: str
+    error: str = "throttle"
+    times: int = 1
+
+    def matches(self, operation: str) -> bool:
+        return self.operation in ("*", operation)
+
+    def answer(self, body: bytes) -> tuple[str, bytes]:
+        if self.error == "conflict":
+            try:
+                items = len(json.loads(body or b"{}").get("TransactItems", [])) or 1
+            except ValueError:
+                items = 1
+            reasons = [{"Code": "TransactionConflict", "Message": "Transaction is ongoing"}] * items
+            error = {
+                "__type": f"com.amazonaws.dynamodb.v20120810#{_CANCELED}",
+                "Message": "Transaction cancelled, please refer cancellation reasons for "
+                "specific reasons [" + ", ".join(["TransactionConflict"] * items) + "]",
+                "CancellationReasons": reasons,
+            }
+        else:
+            error = {
+                "__type": f"com.amazonaws.dynamodb.v20120810#{_THROTTLED}",
+                "message": "The level of configured provisioned throughput for the table was "
+                "exceeded. (injected by the local stack)",
+            }
+        return "400 Bad Request", json.dumps(error).encode()
+
+
+def _json_reply(start_response: Callable[..., Any], status: str, payload: Any) -> list[bytes]:
+    body = json.dumps(payload).encode()
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
+    return [body]
 
 
 class _Mailbox:

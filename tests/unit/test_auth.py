@@ -276,6 +276,7 @@ STATUS_BY_CODE = {
     "payment_failed": 402,
     "payment_requires_action": 402,
     "payment_provider_unavailable": 503,
+    "service_unavailable": 503,
     "invalid_signature": 400,
     "unsupported_media_type": 415,
     "payload_too_large": 413,

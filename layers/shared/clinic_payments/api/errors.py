@@ -37,6 +37,7 @@ _STATUS: dict[type[e.DomainError], int] = {
     e.ConsentRequiredError: 422,
     e.PaymentError: 402,
     e.PaymentProviderUnavailableError: 503,
+    e.ServiceUnavailableError: 503,
     e.WebhookSignatureError: 400,
     e.PayLinkExpiredError: 410,
     e.EmailNotSentError: 503,

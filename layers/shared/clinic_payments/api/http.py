@@ -10,6 +10,14 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestValidationError,
 )
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from clinic_payments.api.errors import (
     UnsupportedMediaTypeError,
@@ -19,7 +27,7 @@ from clinic_payments.api.errors import (
     status_for,
 )
 from clinic_payments.api.observability import logger
-from clinic_payments.domain.errors import DomainError, PaymentError
+from clinic_payments.domain.errors import DomainError, PaymentError, ServiceUnavailableError
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -39,6 +47,33 @@ def validation_details(errors: list[Any]) -> list[dict[str, Any]]:
             {"field": _field(err.get("loc", ())), "issue": str(err.get("msg") or err.get("type"))}
         )
     return details
+
+
+# What botocore raises once its own retries are spent on a busy or failing service
+# (DynamoDB throttling, a 5xx, a connection or read timeout): the request may be retried.
+_TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TransactionInProgressException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+
+
+def is_transient_aws_error(exc: Exception) -> bool:
+    if isinstance(exc, (ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError)):
+        return True
+    if isinstance(exc, EndpointConnectionError):
+        return True
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return exc.response.get("Error", {}).get("Code") in _TRANSIENT_CODES or status >= 500
+    return False
 
 
 def error_response(app: APIGatewayHttpResolver, exc: DomainError) -> Response[Any]:
@@ -83,9 +118,26 @@ def build_resolver(*routers: APIGatewayHttpRouter) -> APIGatewayHttpResolver:
     def _not_found(_exc: Exception) -> Response[Any]:
         return json_response(404, envelope("not_found", "No such route."))
 
+    @app.exception_handler(ClientError)
+    @app.exception_handler(BotoCoreError)
+    def _aws(exc: Exception) -> Response[Any]:
+        if not is_transient_aws_error(exc):
+            return _internal(exc)
+        logger.warning("AWS busy or unreachable", extra={"error_type": type(exc).__name__})
+        return error_response(
+            app,
+            ServiceUnavailableError(
+                "The service is busy; nothing was lost. Retry with the same Idempotency-Key."
+            ),
+        )
+
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response[Any]:
-        logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
-        return internal_error()
+        return _internal(exc)
 
     return app
+
+
+def _internal(exc: Exception) -> Response[Any]:
+    logger.exception("unhandled error", extra={"error_type": type(exc).__name__})
+    return internal_error()

@@ -95,6 +95,13 @@ class PaymentProviderUnavailableError(PaymentError):
     code = "payment_provider_unavailable"
 
 
+class ServiceUnavailableError(DomainError):
+    """A service this API stores in (DynamoDB, Secrets Manager) throttled or failed after its
+    retries: nothing the retry would repeat was done, so the client retries with the same key."""
+
+    code = "service_unavailable"
+
+
 class StaleWriteError(ConflictError):
     """An optimistic write lost a race; the caller re-reads and tries again."""
 

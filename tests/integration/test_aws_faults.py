@@ -1,0 +1,81 @@
+"""DynamoDB busy or conflicting, as the local moto server injects it: what botocore's own
+retries absorb is invisible, what they do not is a 503 `service_unavailable` (never a 500), and
+the client's retry with the same Idempotency-Key finishes the work once."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.aws_control import clear_dynamodb_faults, dynamodb_fault, dynamodb_faults
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _no_dynamodb_faults_left(stack) -> Iterator[None]:
+    yield
+    clear_dynamodb_faults(stack.moto_url)
+
+
+def cash(clinic, invoice_id, key):
+    return clinic.pay(
+        "pat_a",
+        {"method": "cash", "allocations": [{"invoice_id": invoice_id}]},
+        role="staff",
+        key=key,
+    )
+
+
+def test_one_throttled_transaction_is_retried_by_botocore_and_the_payment_settles(clinic):
+    invoice = clinic.create_invoice("pat_a", 5000)
+    dynamodb_fault(clinic.stack.moto_url, "TransactWriteItems", "throttle", times=1)
+    status, payment = cash(clinic, invoice["id"], "k1")
+    assert (status, payment["status"]) == (201, "succeeded"), payment
+    assert dynamodb_faults(clinic.stack.moto_url)["injected"]["TransactWriteItems:throttle"] >= 1
+    assert clinic.invoice("pat_a", invoice["id"])["amount_paid"] == 5000
+    clinic.check_invariant("pat_a")
+
+
+def test_throttling_past_botocores_retries_is_a_503_and_the_retry_pays_once(clinic):
+    invoice = clinic.create_invoice("pat_a", 5000)
+    key = secrets.token_hex(8)
+    dynamodb_fault(clinic.stack.moto_url, "*", "throttle", times=20)
+    status, body = cash(clinic, invoice["id"], key)
+    assert status == 503, body
+    assert body["error"]["code"] == "service_unavailable"
+    assert "Traceback" not in str(body)
+    clear_dynamodb_faults(clinic.stack.moto_url)
+    assert clinic.invoice("pat_a", invoice["id"])["amount_paid"] == 0
+    status, payment = cash(clinic, invoice["id"], key)  # same key: resumes, not a new payment
+    assert (status, payment["status"]) == (201, "succeeded"), payment
+    status, again = cash(clinic, invoice["id"], key)
+    assert (status, again["id"]) == (201, payment["id"])
+    invoice_now = clinic.invoice("pat_a", invoice["id"])
+    assert invoice_now["amount_paid"] == 5000
+    assert [p["payment_id"] for p in invoice_now["payments"]] == [payment["id"]]
+    clinic.check_invariant("pat_a")
+
+
+def test_a_transaction_conflict_is_retried_and_counted_once(clinic):
+    invoice = clinic.create_invoice("pat_a", 5000)
+    dynamodb_fault(clinic.stack.moto_url, "TransactWriteItems", "conflict", times=2)
+    status, payment = cash(clinic, invoice["id"], "k3")
+    assert (status, payment["status"]) == (201, "succeeded"), payment
+    assert dynamodb_faults(clinic.stack.moto_url)["injected"]["TransactWriteItems:conflict"] == 2
+    assert clinic.invoice("pat_a", invoice["id"])["amount_paid"] == 5000
+    clinic.check_invariant("pat_a")
+
+
+@pytest.mark.parametrize("operation", ["GetItem", "Query", "TransactWriteItems", "PutItem"])
+def test_no_dynamodb_operation_failing_for_good_is_a_500(clinic, operation):
+    invoice = clinic.create_invoice("pat_a", 5000)
+    dynamodb_fault(clinic.stack.moto_url, operation, "throttle", times=50)
+    status, body = cash(clinic, invoice["id"], secrets.token_hex(8))
+    clear_dynamodb_faults(clinic.stack.moto_url)
+    assert status in (201, 503), body
+    if status == 503:
+        assert body["error"]["code"] == "service_unavailable"
+    clinic.check_invariant("pat_a")
