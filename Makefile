@@ -11,6 +11,8 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 SAM_VENV := .venv-sam
 SAM := SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam
+# In the Lambda runtime already, so never in the layer: botocore and its own dependencies.
+RUNTIME_PACKAGES := botocore python-dateutil six
 
 ROLE ?= patient
 CLINIC ?= demo
@@ -93,7 +95,8 @@ bench: setup ## Benchmarks: figures and ratios measured side by side
 	$(PY) -m bench
 
 lock: setup ## Re-pin dependencies after editing requirements/*.in or layers/shared/requirements.in
-	$(UV) pip compile layers/shared/requirements.in --python-version 3.13 --python-platform aarch64-manylinux_2_28 -o layers/shared/requirements.txt --no-header
+	@# The Lambda runtime has botocore (aws-xray-sdk's dependency): the layer must not shadow it.
+	$(UV) pip compile layers/shared/requirements.in --python-version 3.13 --python-platform aarch64-manylinux_2_28 -o layers/shared/requirements.txt --custom-compile-command "make lock" $(addprefix --no-emit-package ,$(RUNTIME_PACKAGES))
 	$(UV) pip compile requirements/dev.in --python $(PY) -o requirements/dev.lock --generate-hashes
 	$(UV) pip compile requirements/sam.in --python $(PY) -o requirements/sam.lock --generate-hashes
 

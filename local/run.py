@@ -132,6 +132,8 @@ def handler_env(
         "POWERTOOLS_DEV": "false",
         "POWERTOOLS_LOG_LEVEL": "INFO",
         "POWERTOOLS_LOGGER_LOG_EVENT": "false",
+        # No X-Ray daemon here: the tracer stays off and patches nothing (on in AWS).
+        "POWERTOOLS_TRACE_DISABLED": "true",
         "LOCAL_STACK": "true",
     }
 

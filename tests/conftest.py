@@ -23,6 +23,9 @@ from local.aws import (
 from local.template import routes
 from tests.support.apigw import body_of, claims_for, context, http_event
 
+# Before any handler is imported: the tracer stays off and patches nothing (no X-Ray here).
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+
 # Handlers are imported once per process; the container is rebuilt when the env changes.
 _ROUTE_MODULES = {(r.method, r.path): r.module for r in routes()}
 

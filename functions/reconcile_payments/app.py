@@ -4,14 +4,15 @@ from dataclasses import asdict
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from clinic_payments.api.observability import logger, metrics
+from clinic_payments.api.observability import logger, metrics, publish_reconcile_report, tracer
 from clinic_payments.wiring import container
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
-@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = container().reconciler.run()
     logger.info("reconciled", extra=asdict(report))
-    metrics.add_metric(name="ReconcilerSettled", unit="Count", value=report.settled)
+    publish_reconcile_report(report)
     return asdict(report)

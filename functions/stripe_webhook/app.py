@@ -5,7 +5,7 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from clinic_payments.api.http import build_resolver
-from clinic_payments.api.observability import logger, metrics
+from clinic_payments.api.observability import logger, metrics, tracer
 from clinic_payments.api.routes.webhooks import webhook_router
 
 app = build_resolver(webhook_router())
@@ -14,6 +14,7 @@ app = build_resolver(webhook_router())
 @logger.inject_lambda_context(
     correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False, clear_state=True
 )
-@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

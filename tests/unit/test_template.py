@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from fnmatch import fnmatchcase
 from typing import Any
 
 import pytest
+from clinic_payments.api import observability
 
+from local.run import handler_env
 from local.template import ROOT, load_template, routes, table_definition, ttl_attribute
 from scripts.validate_template import translate
 
@@ -75,7 +78,12 @@ EXPECTED_POLICIES = {
         "ClinicStripeSecretsReadPolicy",
         "ClinicStripeSecretsWritePolicy",
     },
+    # Reads the table only (a Scan: the one in the stack); never Stripe, never a secret.
+    "DailyAuditFunction": {"PaymentsTableAuditPolicy"},
 }
+PAY_LINK_ROUTES = {"GET /v1/pay/{token}", "POST /v1/pay/{token}/payments"}
+WEBHOOK_ROUTE = "POST /v1/webhooks/stripe/{clinic_id}/{account_id}"
+ALARM_TOPIC = {"Ref": "AlarmTopic"}
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +146,24 @@ def test_shared_layer_builds_for_python313_on_arm64(template: dict[str, Any]) ->
     assert layer["Properties"]["ContentUri"] == "layers/shared/"
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    assert layer["Metadata"] == {"BuildMethod": "python3.13", "BuildArchitecture": "arm64"}
-    assert (ROOT / "layers/shared/requirements.txt").is_file()
+    assert layer["Metadata"] == {"BuildMethod": "makefile", "BuildArchitecture": "arm64"}
+    makefile = (ROOT / "layers/shared/Makefile").read_text(encoding="utf-8")
+    assert re.search(r"^build-SharedLayer:", makefile, re.MULTILINE)
+    # requirements.txt is installed as locked: nothing resolved again at build time.
+    assert "--no-deps" in makefile
+    assert "-r requirements.txt" in makefile
+
+
+def test_the_layer_never_ships_the_runtimes_botocore() -> None:
+    # aws-xray-sdk (for the tracer) depends on botocore: a copy in the layer would shadow the
+    # runtime's and stop matching the runtime's boto3.
+    pinned = {
+        line.split("==")[0].strip().lower()
+        for line in (ROOT / "layers/shared/requirements.txt").read_text().splitlines()
+        if "==" in line and not line.lstrip().startswith("#")
+    }
+    assert {"aws-lambda-powertools", "aws-xray-sdk", "wrapt"} <= pinned
+    assert not pinned & {"boto3", "botocore", "s3transfer", "aiohttp"}
 
 
 def test_logging_never_includes_the_event(template: dict[str, Any]) -> None:
@@ -198,12 +222,32 @@ def test_every_function_has_its_handler_file(template: dict[str, Any]) -> None:
     assert not missing, f"handlers missing: {missing}"
 
 
-def test_reconciler_runs_every_five_minutes_without_a_route(template: dict[str, Any]) -> None:
+def test_reconciler_runs_every_five_minutes_one_run_at_a_time(template: dict[str, Any]) -> None:
     props = template["Resources"]["ReconcilePaymentsFunction"]["Properties"]
-    assert props["Timeout"] == 300
     assert [(e["Type"], e["Properties"]["Schedule"]) for e in props["Events"].values()] == [
         ("Schedule", "rate(5 minutes)")
     ]
+    # Over before the next tick, never two at once; a throttled tick is dropped, not queued.
+    assert props["Timeout"] < 5 * 60
+    assert props["ReservedConcurrentExecutions"] == 1
+    assert props["EventInvokeConfig"] == {
+        "MaximumRetryAttempts": 0,
+        "MaximumEventAgeInSeconds": 60,
+    }
+
+
+def test_daily_audit_runs_once_a_day_within_lambdas_limit(template: dict[str, Any]) -> None:
+    props = template["Resources"]["DailyAuditFunction"]["Properties"]
+    [event] = props["Events"].values()
+    assert event["Type"] == "Schedule"
+    minute, hour, day, month, weekday, year = (
+        event["Properties"]["Schedule"].removeprefix("cron(").removesuffix(")").split()
+    )
+    assert minute.isdigit(), "one fixed time of day"
+    assert hour.isdigit(), "one fixed time of day"
+    assert (day, month, weekday, year) == ("*", "*", "?", "*")
+    assert props["Timeout"] <= 900
+    assert props["EventInvokeConfig"] == {"MaximumRetryAttempts": 0}
 
 
 def test_payments_table_keys_index_and_protection(template: dict[str, Any]) -> None:
@@ -253,10 +297,18 @@ def test_each_function_gets_exactly_its_permissions(cloudformation: dict[str, An
         assert not role.get("Policies"), f"{function_id} has inline policies"
 
 
-def test_no_statement_allows_a_table_scan(cloudformation: dict[str, Any]) -> None:
-    for owner, statement in allow_statements(cloudformation):
-        for action in as_list(statement["Action"]):
-            assert not fnmatchcase("dynamodb:scan", action.lower()), f"{owner}: {action}"
+def test_only_the_daily_audit_may_scan_the_table(cloudformation: dict[str, Any]) -> None:
+    scanners = {
+        owner
+        for owner, statement in allow_statements(cloudformation)
+        for action in as_list(statement["Action"])
+        if fnmatchcase("dynamodb:scan", action.lower())
+    }
+    assert scanners == {"PaymentsTableAuditPolicy"}
+    holders = {
+        f for f, policies in EXPECTED_POLICIES.items() if "PaymentsTableAuditPolicy" in policies
+    }
+    assert holders == {"DailyAuditFunction"}
 
 
 def test_no_statement_allows_every_resource(cloudformation: dict[str, Any]) -> None:
@@ -345,7 +397,14 @@ def test_every_function_logs_to_a_group_with_retention(template: dict[str, Any])
 
 def test_outputs_give_the_api_table_webhook_and_layer(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
-    assert set(outputs) == {"ApiUrl", "PaymentsTableName", "WebhookUrlTemplate", "SharedLayerArn"}
+    assert set(outputs) == {
+        "ApiUrl",
+        "PaymentsTableName",
+        "WebhookUrlTemplate",
+        "SharedLayerArn",
+        "AlarmTopicArn",
+    }
+    assert outputs["AlarmTopicArn"]["Value"] == ALARM_TOPIC
     assert outputs["ApiUrl"]["Value"] == {"Fn::GetAtt": ["PaymentsApi", "ApiEndpoint"]}
     webhook = next(r for r in routes() if r.function == "StripeWebhookFunction")
     assert outputs["WebhookUrlTemplate"]["Value"] == {
@@ -358,3 +417,180 @@ def test_handlers_are_importable_as_functions_name_app() -> None:
     # How the local gateway and the tests import a route's handler (local/template.py).
     for route in routes():
         assert re.fullmatch(r"functions\.[a-z_]+\.app", route.module), route.module
+
+
+# -- operations: throttling, tracing, metrics, alarms ------------------------------------------
+
+
+def alarms(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {
+        k: v["Properties"] for k, v in resources_of_type(template, "AWS::CloudWatch::Alarm").items()
+    }
+
+
+def dimensions(alarm: dict[str, Any]) -> dict[str, Any]:
+    return {d["Name"]: d["Value"] for d in alarm.get("Dimensions", [])}
+
+
+def parameter_default(template: dict[str, Any], value: Any) -> float:
+    return float(template["Parameters"][value["Ref"]]["Default"])
+
+
+def test_api_routes_are_throttled_and_public_ones_tighter(template: dict[str, Any]) -> None:
+    props = template["Resources"]["PaymentsApi"]["Properties"]
+    default = props["DefaultRouteSettings"]
+    assert set(default) == {"ThrottlingRateLimit", "ThrottlingBurstLimit"}
+    assert set(props["RouteSettings"]) == PAY_LINK_ROUTES | {WEBHOOK_ROUTE}
+    # Each key names a route of the template, exactly as API Gateway spells route keys.
+    assert set(props["RouteSettings"]) <= {f"{r.method} {r.path}" for r in routes()}
+    for route_key, settings in props["RouteSettings"].items():
+        for limit in ("ThrottlingRateLimit", "ThrottlingBurstLimit"):
+            assert "Ref" in settings[limit], route_key
+            assert (
+                0
+                < parameter_default(template, settings[limit])
+                < parameter_default(template, default[limit])
+            ), (route_key, limit)
+    pay_links = [props["RouteSettings"][key] for key in sorted(PAY_LINK_ROUTES)]
+    assert pay_links[0] == pay_links[1]
+
+
+def test_every_alarm_notifies_the_alarm_topic(template: dict[str, Any]) -> None:
+    found = alarms(template)
+    assert found
+    for logical_id, alarm in found.items():
+        assert alarm["AlarmActions"] == [ALARM_TOPIC], logical_id
+        assert alarm["OKActions"] == [ALARM_TOPIC], logical_id
+        assert "docs/deploy.md#alarms" in alarm["AlarmDescription"], logical_id
+        # What CloudWatch accepts: 1 day of periods under an hour, 7 days of longer ones.
+        window = alarm["Period"] * alarm["EvaluationPeriods"]
+        assert window <= (86_400 if alarm["Period"] < 3600 else 604_800), logical_id
+        assert alarm.get("DatapointsToAlarm", 1) <= alarm["EvaluationPeriods"], logical_id
+    topic = template["Resources"]["AlarmTopic"]
+    assert topic["Type"] == "AWS::SNS::Topic"
+    subscription = template["Resources"]["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"] == {
+        "TopicArn": ALARM_TOPIC,
+        "Protocol": "email",
+        "Endpoint": {"Ref": "AlarmEmail"},
+    }
+    # No address, no subscription: the parameter is optional.
+    assert template["Parameters"]["AlarmEmail"]["Default"] == ""
+    assert template["Conditions"]["HasAlarmEmail"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmEmail"}, ""]}]
+    }
+
+
+def test_every_function_has_an_errors_and_a_throttles_alarm(template: dict[str, Any]) -> None:
+    watched = {
+        (alarm["MetricName"], dimensions(alarm)["FunctionName"]["Ref"])
+        for alarm in alarms(template).values()
+        if alarm.get("Namespace") == "AWS/Lambda" and alarm["MetricName"] != "Invocations"
+    }
+    functions = set(resources_of_type(template, "AWS::Serverless::Function"))
+    assert watched == {(m, f) for m in ("Errors", "Throttles") for f in functions}
+
+
+def test_api_5xx_alarm_watches_the_api(template: dict[str, Any]) -> None:
+    [alarm] = [a for a in alarms(template).values() if a.get("Namespace") == "AWS/ApiGateway"]
+    assert alarm["MetricName"] == "5xx"
+    assert dimensions(alarm) == {"ApiId": {"Ref": "PaymentsApi"}, "Stage": "$default"}
+    assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    assert alarm["Threshold"] == 1
+
+
+def custom_alarm(template: dict[str, Any], metric: str, outcome: str | None) -> dict[str, Any]:
+    """The alarm on a metric of ours, whose dimensions are exactly what Powertools writes."""
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    expected = {"service": variables["POWERTOOLS_SERVICE_NAME"]}
+    if outcome is not None:
+        expected[observability.OUTCOME] = outcome
+    [alarm] = [
+        a
+        for a in alarms(template).values()
+        if a.get("MetricName") == metric and dimensions(a).get(observability.OUTCOME) == outcome
+    ]
+    assert alarm["Namespace"] == variables["POWERTOOLS_METRICS_NAMESPACE"]
+    assert dimensions(alarm) == expected
+    return alarm
+
+
+def test_webhook_failures_and_unreadable_events_alarm(template: dict[str, Any]) -> None:
+    for outcome in ("failed", "unexpected_shape"):
+        alarm = custom_alarm(template, observability.WEBHOOK_EVENTS_METRIC, outcome)
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert alarm["Threshold"] == 1
+        assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_reconciler_errors_and_a_missed_run_alarm(template: dict[str, Any]) -> None:
+    errors = custom_alarm(template, observability.RECONCILED_PAYMENTS_METRIC, "error")
+    assert errors["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+    [missed] = [a for a in alarms(template).values() if a["MetricName"] == "Invocations"]
+    assert dimensions(missed) == {"FunctionName": {"Ref": "ReconcilePaymentsFunction"}}
+    assert (missed["Statistic"], missed["ComparisonOperator"], missed["Threshold"]) == (
+        "Sum",
+        "LessThanThreshold",
+        1,
+    )
+    # No run, no datapoint: missing data is the failure.
+    assert missed["TreatMissingData"] == "breaching"
+    # Longer than the schedule's 5 minutes, so one slow tick does not fire it.
+    assert missed["Period"] * missed["EvaluationPeriods"] > 5 * 60
+
+
+def test_audit_differences_and_a_missed_audit_alarm(template: dict[str, Any]) -> None:
+    differences = custom_alarm(template, observability.AUDIT_DIFFERENCES_METRIC, None)
+    assert (differences["Statistic"], differences["ComparisonOperator"]) == (
+        "Maximum",
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert differences["Threshold"] == 1
+    missed = custom_alarm(template, observability.AUDIT_RUNS_METRIC, "complete")
+    assert (missed["ComparisonOperator"], missed["TreatMissingData"]) == (
+        "LessThanThreshold",
+        "breaching",
+    )
+    # Every period of the window must lack a completed run, and the window is over a day.
+    assert missed["DatapointsToAlarm"] == missed["EvaluationPeriods"]
+    assert missed["Period"] * missed["EvaluationPeriods"] > 86_400
+
+
+def handler_decorators(path: str) -> list[str]:
+    tree = ast.parse((ROOT / path).read_text(encoding="utf-8"))
+    [handler] = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and node.name == "lambda_handler"
+    ]
+    return [ast.unparse(decorator) for decorator in handler.decorator_list]
+
+
+def test_every_handler_is_traced_and_counts_its_cold_starts(template: dict[str, Any]) -> None:
+    for logical_id, function in resources_of_type(template, "AWS::Serverless::Function").items():
+        props = function["Properties"]
+        module = props["Handler"].rsplit(".", 1)[0]
+        decorators = handler_decorators(f"{props['CodeUri']}{module}.py")
+        assert len(decorators) == 3, logical_id
+        assert decorators[0].startswith("logger.inject_lambda_context("), logical_id
+        assert "clear_state=True" in decorators[0], logical_id
+        assert "log_event=False" in decorators[0], logical_id
+        assert decorators[1:] == [
+            "tracer.capture_lambda_handler(capture_response=False)",
+            "metrics.log_metrics(capture_cold_start_metric=True)",
+        ], logical_id
+
+
+def test_tracing_is_on_in_aws_and_off_locally(template: dict[str, Any]) -> None:
+    assert template["Globals"]["Function"]["Tracing"] == "Active"
+    for logical_id, function in resources_of_type(template, "AWS::Serverless::Function").items():
+        variables = (function["Properties"].get("Environment") or {}).get("Variables", {})
+        assert "POWERTOOLS_TRACE_DISABLED" not in variables, logical_id
+    assert (
+        "POWERTOOLS_TRACE_DISABLED"
+        not in template["Globals"]["Function"]["Environment"]["Variables"]
+    )
+    assert handler_env("http://127.0.0.1:1", None)["POWERTOOLS_TRACE_DISABLED"] == "true"
+    # The AWS SDK (DynamoDB) and stripe-python's HTTP client are traced below each handler.
+    assert set(observability.TRACED_MODULES) == {"botocore", "requests"}

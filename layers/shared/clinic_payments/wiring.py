@@ -16,13 +16,16 @@ from botocore.config import Config
 from pydantic import BaseModel, Field
 
 from clinic_payments.adapters.clock import SystemClock
+from clinic_payments.adapters.dynamo_accounts import DynamoPatientAccounts
 from clinic_payments.adapters.dynamo_repository import DynamoPaymentsRepository
 from clinic_payments.adapters.pdf import PdfRenderer
 from clinic_payments.adapters.secrets import SecretsManagerClinicSecrets, SecretsManagerSigningKey
 from clinic_payments.adapters.ses_email import SesEmailSender
 from clinic_payments.adapters.stripe_gateway import StripeGateways, StripeWebhookVerifier
 from clinic_payments.domain.administering import AdminService
+from clinic_payments.domain.audit import Auditor
 from clinic_payments.domain.crediting import CreditService
+from clinic_payments.domain.daily_audit import DailyAudit
 from clinic_payments.domain.documents import DocumentService
 from clinic_payments.domain.invoicing import InvoiceService
 from clinic_payments.domain.paying import PaymentService
@@ -82,6 +85,7 @@ class Container:
     documents: DocumentService
     receipts: ReceiptMailer
     pay_links: PayLinkService
+    daily_audit: DailyAudit
 
 
 _AWS_CONFIG = Config(
@@ -128,6 +132,10 @@ def build_container(settings: RuntimeSettings) -> Container:
             email,
             clock,
             settings.pay_link_base_url,
+        ),
+        # The table only, no Stripe: see clinic_payments.domain.daily_audit.
+        daily_audit=DailyAudit(
+            DynamoPatientAccounts(dynamodb, settings.table_name), Auditor(repository, None)
         ),
     )
 

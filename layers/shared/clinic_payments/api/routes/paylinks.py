@@ -20,7 +20,7 @@ from clinic_payments.api.models import (
     PaymentRequestCreate,
     PaymentRequestOut,
 )
-from clinic_payments.api.observability import logger, metrics
+from clinic_payments.api.observability import count_payment, logger, metrics
 from clinic_payments.api.presenters import (
     amount_owed_out,
     pay_link_payment_out,
@@ -117,7 +117,7 @@ def pay_link_router() -> APIGatewayHttpRouter:
         except PaymentError as exc:
             exc.payment = None  # the link's holder gets the error, not the payment record
             raise
-        metrics.add_metric(name=f"Payment_{payment.status.value}", unit="Count", value=1)
+        count_payment(payment.status.value)
         return ok(pay_link_payment_out(payment, link.caller(), publishable_key(payment)), 201)
 
     return router

@@ -5,12 +5,26 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from clinic_payments.api.auth import public
-from clinic_payments.api.errors import json_response
+from clinic_payments.api.errors import json_response, status_for
 from clinic_payments.api.observability import count_webhook_event, logger
+from clinic_payments.domain.errors import DomainError
 from clinic_payments.wiring import container
+
+
+def count_failures(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """An event answered 5xx (Stripe sends it again) counts as outcome `failed`; a 4xx refusal
+    (bad signature, stale timestamp) is the sender's, not ours, and is not counted."""
+    try:
+        return next_middleware(app)
+    except Exception as exc:
+        if not isinstance(exc, DomainError) or status_for(exc) >= 500:
+            count_webhook_event("failed")
+        raise
 
 
 def webhook_router() -> APIGatewayHttpRouter:
@@ -18,7 +32,7 @@ def webhook_router() -> APIGatewayHttpRouter:
 
     @router.post(
         "/v1/webhooks/stripe/<clinic_id>/<account_id>",
-        middlewares=[public],
+        middlewares=[count_failures, public],
         tags=["Webhooks"],
         summary="Stripe events for one clinic account (signed)",
     )
