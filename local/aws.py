@@ -67,9 +67,10 @@ class _AtomicDynamoDB:
         target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
         if target.startswith("DynamoDB_"):
             with self._lock:
-                fault = self._take_fault(target.split(".", 1)[-1])
+                operation = target.split(".", 1)[-1]
+                fault = self._take_fault(operation)
                 if fault is not None:
-                    status, body = fault.answer(_read_wsgi_body(environ))
+                    status, body = fault.answer(operation, _read_wsgi_body(environ))
                     self.injected[f"{fault.operation}:{fault.error}"] += 1
                     start_response(
                         status,
@@ -128,13 +129,15 @@ DYNAMODB_FAULTS_PATH = "/_local/dynamodb/faults"
 # (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html).
 _THROTTLED = "ProvisionedThroughputExceededException"
 _CANCELED = "TransactionCanceledException"
+_CONFLICT = "TransactionConflictException"
 
 
 @dataclass
 class DynamoDBFault:
     """The next `times` calls of `operation` (e.g. "TransactWriteItems", "UpdateItem", or "*")
-    fail as DynamoDB fails: `throttle` (botocore retries it itself) or `conflict` (a
-    transaction cancelled for a concurrent one: TransactionConflict on every item)."""
+    fail as DynamoDB fails: `throttle` (botocore retries it itself) or `conflict` (a transaction
+    cancelled for a concurrent one, TransactionConflict on every item; on a single-item call,
+    TransactionConflictException)."""
 
     operation: str
     error: str = "throttle"
@@ -143,7 +146,14 @@ class DynamoDBFault:
     def matches(self, operation: str) -> bool:
         return self.operation in ("*", operation)
 
-    def answer(self, body: bytes) -> tuple[str, bytes]:
+    def answer(self, operation: str, body: bytes) -> tuple[str, bytes]:
+        if self.error == "conflict" and operation != "TransactWriteItems":
+            # A single-item write that meets an ongoing transaction on its item.
+            error = {
+                "__type": f"com.amazonaws.dynamodb.v20120810#{_CONFLICT}",
+                "message": "Transaction is ongoing for the item (injected by the local stack)",
+            }
+            return "400 Bad Request", json.dumps(error).encode()
         if self.error == "conflict":
             try:
                 items = len(json.loads(body or b"{}").get("TransactItems", [])) or 1

@@ -57,6 +57,7 @@ _TRANSIENT_CODES = frozenset(
         "ThrottlingException",
         "RequestLimitExceeded",
         "TransactionInProgressException",
+        "TransactionConflictException",
         "InternalServerError",
         "ServiceUnavailable",
         "RequestTimeout",
@@ -72,7 +73,18 @@ def is_transient_aws_error(exc: Exception) -> bool:
         return True
     if isinstance(exc, ClientError):
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        return exc.response.get("Error", {}).get("Code") in _TRANSIENT_CODES or status >= 500
+        code = exc.response.get("Error", {}).get("Code")
+        if code == "TransactionCanceledException":
+            # Cancelled only because another transaction held an item (or throttling): retry.
+            # A failed condition is the adapter's to translate; it is no outage.
+            reasons = [r.get("Code") for r in exc.response.get("CancellationReasons") or []]
+            busy = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+            return (
+                bool(reasons)
+                and all(r in busy or r == "None" for r in reasons)
+                and any(r in busy for r in reasons)
+            )
+        return code in _TRANSIENT_CODES or status >= 500
     return False
 
 
