@@ -521,28 +521,38 @@ def signed_webhook_event(fixtures: dict[str, Any], now: int) -> dict[str, Any]:
     )
 
 
-def reconcile_schedule_event() -> dict[str, Any]:
-    """The EventBridge event that the `rate(5 minutes)` rule sends the reconciler."""
+def schedule_event(kind: str, rule_name: str) -> dict[str, Any]:
+    """The event an EventBridge schedule rule sends its function."""
     return {
         "version": "0",
-        "id": _stable_id("schedule", SAMPLE_TIME.isoformat()),
+        "id": _stable_id(kind, SAMPLE_TIME.isoformat()),
         "detail-type": "Scheduled Event",
         "source": "aws.events",
         "account": ACCOUNT_ID,
         "time": SAMPLE_TIME.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "region": REGION,
-        "resources": [
-            f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/"
-            "clinic-payments-ReconcilePaymentsFunctionEveryFi-1A2B3C4D5E6F"
-        ],
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT_ID}:rule/{rule_name}"],
         "detail": {},
     }
+
+
+def reconcile_schedule_event() -> dict[str, Any]:
+    """The EventBridge event that the `rate(5 minutes)` rule sends the reconciler."""
+    return schedule_event(
+        "schedule", "clinic-payments-ReconcilePaymentsFunctionEveryFi-1A2B3C4D5E6F"
+    )
+
+
+def daily_audit_schedule_event() -> dict[str, Any]:
+    """The EventBridge event that the daily rule sends the audit."""
+    return schedule_event("daily-audit", "clinic-payments-DailyAuditFunctionDaily-1A2B3C4D5E6F")
 
 
 def build_all(fixtures: dict[str, Any], now: int) -> dict[str, dict[str, Any]]:
     events = {sample.file: sample_event(sample) for sample in SAMPLES}
     events["stripe_webhook_signed.json"] = signed_webhook_event(fixtures, now)
     events["reconcile_schedule.json"] = reconcile_schedule_event()
+    events["daily_audit_schedule.json"] = daily_audit_schedule_event()
     return events
 
 

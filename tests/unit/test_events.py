@@ -106,8 +106,9 @@ def test_signed_webhook_verifies_with_the_test_secret() -> None:
     }
 
 
-def test_reconcile_event_is_an_eventbridge_schedule() -> None:
-    event = load(EVENTS_DIR / "reconcile_schedule.json")
+@pytest.mark.parametrize("name", ["reconcile_schedule.json", "daily_audit_schedule.json"])
+def test_scheduled_events_are_eventbridge_schedules(name: str) -> None:
+    event = load(EVENTS_DIR / name)
     assert event["source"] == "aws.events"
     assert event["detail-type"] == "Scheduled Event"
 
