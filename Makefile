@@ -20,11 +20,13 @@ PATIENTS ?=
 SUB ?=
 # make audit: the local stack (make run) unless LOCAL=0 (then your AWS credentials and region).
 LOCAL ?= 1
+STEPS ?= 10000
+SEED ?= 7
 TABLE ?= PaymentsTable-local
 SECRETS_PREFIX ?= clinic-payments-local
 
 
-.PHONY: audit help setup run token test test-stripe test-unit test-integration test-e2e lint typecheck validate build deploy bench lock clean
+.PHONY: audit help setup run token test test-stripe test-unit test-integration test-e2e lint typecheck validate build deploy bench lock clean soak
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -93,6 +95,9 @@ audit: setup ## Recompute every patient account of CLINIC and report differences
 
 bench: setup ## Benchmarks: figures and ratios measured side by side
 	$(PY) -m bench
+
+soak: setup ## Random money operations with faults, audited: make soak STEPS=10000 SEED=7
+	$(PY) -m soak --steps $(STEPS) --seed $(SEED)
 
 lock: setup ## Re-pin dependencies after editing requirements/*.in or layers/shared/requirements.in
 	@# The Lambda runtime has botocore (aws-xray-sdk's dependency): the layer must not shadow it.

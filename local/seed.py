@@ -59,6 +59,30 @@ def _put_json(api_url: str, path: str, payload: dict[str, Any], token: str) -> N
     _call("PUT", api_url.rstrip("/") + path, json.dumps(payload).encode(), headers)
 
 
+def seed_clinic_account(
+    api_url: str,
+    clinic_id: str,
+    account_id: str,
+    admin_token: str,
+    *,
+    secret_key: str,
+    publishable_key: str,
+    webhook_secret: str,
+) -> None:
+    """A clinic with one Stripe account (every default) and the demo clinic's settings."""
+    account = {
+        **DEMO_STRIPE_ACCOUNT,
+        "name": f"{clinic_id} (test mode)",
+        "secret_key": secret_key,
+        "publishable_key": publishable_key,
+        "webhook_secret": webhook_secret,
+    }
+    _put_json(
+        api_url, f"/v1/clinics/{clinic_id}/stripe-accounts/{account_id}", account, admin_token
+    )
+    _put_json(api_url, f"/v1/clinics/{clinic_id}/settings", DEMO_SETTINGS, admin_token)
+
+
 def register_webhook(
     stripe_url: str, hook_id: str, target_url: str, secret: str, events: tuple[str, ...] = ()
 ) -> None:
