@@ -210,7 +210,7 @@ def test_applying_with_no_credit_or_to_a_paid_invoice_is_refused(clinic):
     adjust(clinic, 1000)
     apply(clinic, invoice["id"], {})
     status, body = apply(clinic, invoice["id"], {})
-    assert (status, body["error"]["code"]) == (409, "conflict")
+    assert (status, body["error"]["code"]) == (409, "invoice_not_payable")
 
 
 def test_a_replayed_apply_key_applies_once(clinic):

@@ -123,7 +123,7 @@ def test_the_fakes_failing_refund_card_reports_the_failure_in_stripes_events(cli
     clinic.check_invariant("pat_a")
 
 
-def test_a_failure_that_arrives_before_the_refund_was_recorded_takes_nothing(
+def test_a_failure_that_arrives_before_our_confirmation_releases_the_reservation(
     clinic, no_faults_left
 ):
     invoice, payment, intent_id = card_paid(clinic, 3000)
@@ -143,7 +143,9 @@ def test_a_failure_that_arrives_before_the_refund_was_recorded_takes_nothing(
     assert clinic.signed_webhook(refund_event(obj, "refund.failed"))[0] == 200
     recorded = clinic.payment("pat_a", payment["id"])
     [record] = recorded["refunds"]
-    assert (record["status"], record["from_invoices"], record["from_credit"]) == ("failed", [], 0)
+    taken = [{"invoice_id": invoice["id"], "amount": 1200}]
+    assert (record["status"], record["stripe_refund_id"]) == ("failed", made.id)
+    assert (record["from_invoices"], record["returned_to_invoices"]) == (taken, taken)
     assert clinic.invoice("pat_a", invoice["id"])["amount_paid"] == 3000
 
     # The client's retry, and Stripe's late charge.refunded listing it succeeded, change nothing.

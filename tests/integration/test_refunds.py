@@ -53,9 +53,13 @@ def charge_event(intent_id: str, refunds: list[dict[str, Any]] | None, event_typ
     }
 
 
-def refund_object(refund_id: str, amount: int, intent_id: str) -> dict[str, Any]:
+def refund_object(
+    refund_id: str, amount: int, intent_id: str, metadata: dict[str, str] | None = None
+) -> dict[str, Any]:
     r = copy.deepcopy(FIXTURES["refund"])
     r.update(id=refund_id, amount=amount, payment_intent=intent_id, status="succeeded")
+    if metadata is not None:
+        r["metadata"] = metadata  # Stripe lists a refund with the metadata it was made with
     return r
 
 
@@ -232,7 +236,7 @@ def test_a_refund_that_cannot_be_taken_back_is_refused(clinic):
     clinic.check_invariant("pat_a")
 
 
-def test_stripe_failing_before_a_refund_records_nothing_and_the_retry_refunds_once(
+def test_stripe_failing_before_a_refund_keeps_it_reserved_and_the_retry_refunds_once(
     clinic, no_faults_left
 ):
     invoice, payment, intent_id = card_paid(clinic, 3000)
@@ -246,11 +250,15 @@ def test_stripe_failing_before_a_refund_records_nothing_and_the_retry_refunds_on
     )
     status, body = refund(clinic, payment["id"], {"amount": 1000, "reason": "x"}, key="r-503")
     assert (status, body["error"]["code"]) == (503, "payment_provider_unavailable")
-    assert clinic.payment("pat_a", payment["id"])["refunded_amount"] == 0
-    assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
+    # The outcome is unknown: what the refund takes back stays reserved, nothing more.
+    [reserved] = clinic.payment("pat_a", payment["id"])["refunds"]
+    assert (reserved["status"], reserved["stripe_refund_id"]) == ("reserved", None)
+    assert clinic.invoice("pat_a", invoice["id"])["balance_due"] == 1000
+    clinic.check_invariant("pat_a")
     stripe_control.clear_faults(clinic.stack.stripe_url)
     status, done = refund(clinic, payment["id"], {"amount": 1000, "reason": "x"}, key="r-503")
     assert (status, done["refunded_amount"]) == (201, 1000)
+    assert done["refunds"][0]["status"] == "succeeded"
     at_stripe = clinic.stripe().v1.refunds.list(params={"payment_intent": intent_id}).data
     assert [r.amount for r in at_stripe] == [1000]
     clinic.check_invariant("pat_a")
@@ -270,8 +278,10 @@ def test_a_refund_whose_answer_was_lost_is_not_made_twice(clinic, no_faults_left
     assert status == 503
     stripe_control.clear_faults(clinic.stack.stripe_url)
     [made] = clinic.stripe().v1.refunds.list(params={"payment_intent": intent_id}).data
-    # Stripe's charge.refunded arrives before the client retries: recorded once, by its id.
-    event = charge_event(intent_id, [refund_object(made.id, 1200, intent_id)], "charge.refunded")
+    # Stripe's charge.refunded arrives before the client retries: it confirms our reservation
+    # (its metadata names our refund), so the refund counts once.
+    listed = refund_object(made.id, 1200, intent_id, made.metadata.to_dict())
+    event = charge_event(intent_id, [listed], "charge.refunded")
     assert clinic.signed_webhook(event)[0] == 200
     status, done = refund(clinic, payment["id"], {"amount": 1200, "reason": "x"}, key="r-lost")
     assert status == 201, done

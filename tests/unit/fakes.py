@@ -29,7 +29,6 @@ from clinic_payments.domain.errors import (
     CardDeclinedError,
     ConflictError,
     DomainError,
-    InsufficientCreditError,
     NotFoundError,
     PaymentProviderUnavailableError,
     StaleWriteError,
@@ -73,6 +72,7 @@ from clinic_payments.domain.ports import (
     ClinicSecrets,
     Clock,
     CreditApplication,
+    CreditChange,
     IdempotencyRecord,
     InvoiceCredit,
     InvoiceDebit,
@@ -160,8 +160,9 @@ class InMemoryPaymentsRepository:
 
     Test hooks:
     - `fail_next(method, exc)`: the next call of that method raises exc (before any effect);
-    - `before_settle`: called with each SettlementWrite before its conditions are checked, so a
-      test can land a concurrent write in between a read and the transaction.
+    - `before_settle`, `before_record_refund`, `before_apply_credit`, `before_refund_outcome`:
+      called with each write before its conditions are checked, so a test can land a
+      concurrent write in between a read and the transaction.
     """
 
     def __init__(self, epoch_seconds: Callable[[], float] = time.time) -> None:
@@ -185,6 +186,8 @@ class InMemoryPaymentsRepository:
         self.before_settle: Callable[[SettlementWrite], None] | None = None
         self.outcome_writes = 0
         self.before_refund_outcome: Callable[[RefundOutcomeWrite], None] | None = None
+        self.before_record_refund: Callable[[RefundWrite], None] | None = None
+        self.before_apply_credit: Callable[[CreditApplication], None] | None = None
         self._failures: dict[str, list[BaseException]] = {}
 
     # -- test hooks -----------------------------------------------------------------------
@@ -379,10 +382,11 @@ class InMemoryPaymentsRepository:
         if not _invoices_as_read(bucket, write.invoices):
             self.stale_writes += 1
             raise StaleWriteError("An invoice changed during settlement.")
-        entries = self.ledger.setdefault((p.clinic_id, p.patient_id), [])
-        if write.credit_entry is not None and any(e.id == write.credit_entry.id for e in entries):
+        if write.credit is not None and not self._credit_as_read(
+            p.clinic_id, p.patient_id, write.credit
+        ):
             self.stale_writes += 1
-            raise StaleWriteError("The ledger entry exists already.")
+            raise StaleWriteError("The credit moved, or the ledger entry exists already.")
         # All conditions hold: apply every item.
         stored.status = p.status
         stored.allocations = list(p.allocations)
@@ -396,8 +400,8 @@ class InMemoryPaymentsRepository:
         self.pending.discard((p.clinic_id, p.patient_id, p.id))
         for credit in write.invoices:
             _pay_onto(bucket[credit.invoice_id], credit.amount, credit.new_status, credit.ref)
-        if write.credit_entry is not None:
-            self._add_credit(p.clinic_id, p.patient_id, write.credit_entry)
+        if write.credit is not None:
+            self._write_credit(p.clinic_id, p.patient_id, write.credit)
         if write.card_consent is not None:
             consents = self.card_consent_records.setdefault((p.clinic_id, p.patient_id), {})
             consents[write.card_consent.payment_method_id] = write.card_consent
@@ -405,6 +409,8 @@ class InMemoryPaymentsRepository:
 
     def record_refund(self, write: RefundWrite) -> bool:
         self._maybe_fail("record_refund")
+        if self.before_record_refund is not None:
+            self.before_record_refund(write)
         p = write.payment
         stored = self._stored_payment(p.clinic_id, p.patient_id, p.id)
         if stored is None or len(stored.refunds) != len(p.refunds):
@@ -412,11 +418,10 @@ class InMemoryPaymentsRepository:
         bucket = self.invoices.get((p.clinic_id, p.patient_id), {})
         if not _invoices_as_read(bucket, write.invoices):
             raise StaleWriteError("An invoice moved.")
-        entry = write.credit_entry
-        if entry is not None:
-            balance = self.get_credit(p.clinic_id, p.patient_id, entry.currency).balance
-            if balance < -entry.amount:
-                raise StaleWriteError("The credit moved.")
+        if write.credit is not None and not self._credit_as_read(
+            p.clinic_id, p.patient_id, write.credit
+        ):
+            raise StaleWriteError("The credit moved.")
         stored.refunds.append(write.record)
         for debit in write.invoices:
             invoice = bucket[debit.invoice_id]
@@ -424,8 +429,8 @@ class InMemoryPaymentsRepository:
             invoice.status = debit.new_status
             invoice.paid_at = None
             invoice.payments.append(debit.ref)
-        if entry is not None:
-            self._add_credit(p.clinic_id, p.patient_id, entry)
+        if write.credit is not None:
+            self._write_credit(p.clinic_id, p.patient_id, write.credit)
         return True
 
     def record_refund_outcome(self, write: RefundOutcomeWrite) -> None:
@@ -447,14 +452,15 @@ class InMemoryPaymentsRepository:
         bucket = self.invoices.get((p.clinic_id, p.patient_id), {})
         if not _invoices_as_read(bucket, write.invoices):
             raise StaleWriteError("An invoice moved.")
-        entry = write.credit_entry
-        if entry is not None and self.ledger_entry_exists(p.clinic_id, p.patient_id, entry.id):
-            raise StaleWriteError("The ledger entry exists already.")
+        if write.credit is not None and not self._credit_as_read(
+            p.clinic_id, p.patient_id, write.credit
+        ):
+            raise StaleWriteError("The credit moved, or the ledger entry exists already.")
         stored.refunds[write.index] = write.record
         for credit in write.invoices:
             _pay_onto(bucket[credit.invoice_id], credit.amount, credit.new_status, credit.ref)
-        if entry is not None:
-            self._add_credit(p.clinic_id, p.patient_id, entry)
+        if write.credit is not None:
+            self._write_credit(p.clinic_id, p.patient_id, write.credit)
 
     def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
         self._maybe_fail("set_dispute")
@@ -530,38 +536,46 @@ class InMemoryPaymentsRepository:
     def ledger_entry_exists(self, clinic_id: str, patient_id: str, entry_id: str) -> bool:
         return any(e.id == entry_id for e in self.ledger.get((clinic_id, patient_id), []))
 
-    def _add_credit(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> None:
-        key = (clinic_id, patient_id, entry.currency)
-        current = self.credits.get(key, Credit(0, entry.currency, 0))
-        self.credits[key] = Credit(
-            current.balance + entry.amount, entry.currency, current.version + 1
+    def _credit_as_read(self, clinic_id: str, patient_id: str, change: CreditChange) -> bool:
+        """The conditions of the credit items of a transaction: the credit item still at the
+        version read (absent when read at version 0), and the ledger entry new."""
+        stored = self.credits.get((clinic_id, patient_id, change.entry.currency))
+        version = stored.version if stored is not None else 0
+        return version == change.seen.version and not self.ledger_entry_exists(
+            clinic_id, patient_id, change.entry.id
         )
-        self.ledger.setdefault((clinic_id, patient_id), []).append(copy.deepcopy(entry))
+
+    def _write_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> None:
+        new = change.new
+        if new.balance < 0 or any(lot.amount < 0 for lot in new.lots):
+            raise ValueError("a credit movement planned below zero")  # as the adapter
+        self.credits[(clinic_id, patient_id, change.entry.currency)] = copy.deepcopy(new)
+        self.ledger.setdefault((clinic_id, patient_id), []).append(copy.deepcopy(change.entry))
 
     def apply_credit(self, clinic_id: str, patient_id: str, write: CreditApplication) -> None:
         self._maybe_fail("apply_credit")
+        if self.before_apply_credit is not None:
+            self.before_apply_credit(write)
         if self.ledger_entry_exists(clinic_id, patient_id, write.entry.id):
             return
-        balance = self.get_credit(clinic_id, patient_id, write.entry.currency).balance
-        if balance < -write.entry.amount:
-            raise InsufficientCreditError("Not enough credit.")
         invoice = self.invoices.get((clinic_id, patient_id), {}).get(write.invoice_id)
-        if not _as_read(invoice, write.seen_amount_paid):
-            raise StaleWriteError("The invoice changed.")
+        if not self._credit_as_read(clinic_id, patient_id, write.credit) or not _as_read(
+            invoice, write.seen_amount_paid
+        ):
+            raise StaleWriteError("The credit or the invoice changed.")
         assert invoice is not None
         _pay_onto(invoice, write.amount, write.new_status, write.ref)
-        self._add_credit(clinic_id, patient_id, write.entry)
+        self._write_credit(clinic_id, patient_id, write.credit)
 
-    def adjust_credit(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> LedgerEntry:
+    def adjust_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> LedgerEntry:
         self._maybe_fail("adjust_credit")
         for existing in self.ledger.get((clinic_id, patient_id), []):
-            if existing.id == entry.id:
+            if existing.id == change.entry.id:
                 return copy.deepcopy(existing)
-        balance = self.get_credit(clinic_id, patient_id, entry.currency).balance
-        if balance + entry.amount < 0:
-            raise InsufficientCreditError("The adjustment would take the credit below zero.")
-        self._add_credit(clinic_id, patient_id, entry)
-        return entry
+        if not self._credit_as_read(clinic_id, patient_id, change):
+            raise StaleWriteError("The credit moved.")
+        self._write_credit(clinic_id, patient_id, change)
+        return change.entry
 
     # -- stripe customers -----------------------------------------------------------------
 
@@ -771,6 +785,10 @@ class FakeStripeGateway:
         self.refunds: dict[str, list[RefundSnapshot]] = {}
         self.refund_keys: dict[str, RefundSnapshot] = {}
         self.new_refund_status = "succeeded"  # what a new refund's answer says
+        # Stripe refuses the next new refunds (a 4xx: nothing is created at Stripe).
+        self.refuse_refunds: list[DomainError] = []
+        # Called as a refund request reaches Stripe (before Stripe acts), to hold it there.
+        self.before_refund: Callable[[], None] | None = None
         self.charges: dict[str, str] = {}  # charge id -> payment intent id
 
     # -- scripting ------------------------------------------------------------------------
@@ -968,10 +986,14 @@ class FakeStripeGateway:
         self.calls.append(
             GatewayCall("create_refund", {"payment_intent_id": payment_intent_id, "amount": amount})
         )
+        if self.before_refund is not None:
+            self.before_refund()
         self._check_up()
         replay = self.refund_keys.get(idempotency_key)
         if replay is not None:
             return replay
+        if self.refuse_refunds:
+            raise self.refuse_refunds.pop(0)
         refund = RefundSnapshot(
             _next_id("re"),
             amount,

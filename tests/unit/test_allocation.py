@@ -9,7 +9,7 @@ from clinic_payments.domain.allocation import (
     plan_payment,
     plan_settlement,
 )
-from clinic_payments.domain.errors import NotFoundError, ValidationError
+from clinic_payments.domain.errors import InvoiceNotPayableError, NotFoundError, ValidationError
 from clinic_payments.domain.model import Allocation, Invoice, InvoiceStatus
 from clinic_payments.domain.money import MAX_AMOUNT
 from hypothesis import given, settings
@@ -89,7 +89,7 @@ def test_an_unknown_invoice_is_not_found() -> None:
     ],
 )
 def test_an_invoice_with_nothing_left_to_pay_is_refused(invoice: Invoice) -> None:
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(InvoiceNotPayableError) as caught:
         plan_payment([ask(invoice)], None, [invoice])
     assert caught.value.details == [
         {"field": "allocations.0.invoice_id", "issue": "invoice not payable"}

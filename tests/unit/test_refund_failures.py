@@ -64,7 +64,14 @@ def card_paid(world: World, *amounts: int) -> tuple[Invoice, Payment]:
     return invoice, payment
 
 
-def refund(world: World, payment: Payment, amount: int | None, refund_id: str = "") -> Payment:
+def refund(
+    world: World,
+    payment: Payment,
+    amount: int | None,
+    refund_id: str = "",
+    *,
+    take_credit_first: bool = False,
+) -> Payment:
     return refunds(world).refund(
         STAFF,
         CLINIC,
@@ -73,6 +80,7 @@ def refund(world: World, payment: Payment, amount: int | None, refund_id: str = 
         amount,
         "requested_by_customer",
         refund_id or new_id("ref"),
+        take_credit_first=take_credit_first,
     )
 
 
@@ -101,6 +109,7 @@ def test_a_refund_that_fails_after_succeeding_puts_the_invoice_back_once(world: 
     [record] = refunded.refunds
     assert world.stored_invoice(invoice.id).status is InvoiceStatus.OPEN
     failed = fail_at_stripe(world, str(record.stripe_refund_id))
+    writes_before = world.repo.outcome_writes  # the reservation's confirmation was one
 
     # Stripe sends all three about one failure, and may deliver each more than once.
     for event_type in ("charge.refund.updated", "refund.updated", "refund.failed"):
@@ -108,7 +117,7 @@ def test_a_refund_that_fails_after_succeeding_puts_the_invoice_back_once(world: 
         assert world.deliver(event) is WebhookOutcome.PROCESSED
         assert world.deliver(event) is WebhookOutcome.DUPLICATE
 
-    assert world.repo.outcome_writes == 1
+    assert world.repo.outcome_writes == writes_before + 1
     after = world.stored_payment(payment.id)
     [record] = after.refunds
     assert (record.status, record.failure_reason) == ("failed", EXPIRED)
@@ -122,7 +131,7 @@ def test_a_refund_that_fails_after_succeeding_puts_the_invoice_back_once(world: 
 
 
 def test_a_pending_refund_that_fails_gives_back_credit_and_invoice_parts(world: World) -> None:
-    # 1000 of credit from an earlier overpayment: a refund takes credit first.
+    # 1000 of credit from an earlier overpayment: taken first only when staff ask for it.
     first = world.invoice(1000)
     world.payments.create(
         STAFF,
@@ -133,7 +142,7 @@ def test_a_pending_refund_that_fails_gives_back_credit_and_invoice_parts(world: 
     )
     invoice, payment = card_paid(world, 5000)
     world.gateway.new_refund_status = "pending"
-    [record] = refund(world, payment, 3000).refunds
+    [record] = refund(world, payment, 3000, take_credit_first=True).refunds
     assert (record.status, record.from_credit, record.from_invoices) == (
         "pending",
         1000,
@@ -179,18 +188,25 @@ def test_what_an_invoice_can_no_longer_take_goes_to_credit(world: World) -> None
     assert_audit_clean(world)
 
 
-def test_a_failure_reported_before_the_refund_was_recorded_takes_nothing(world: World) -> None:
+def test_a_failure_reported_before_our_confirmation_releases_the_reservation(
+    world: World,
+) -> None:
     invoice, payment = card_paid(world, 4000)
-    # Stripe refunds; our record of it dies (Lambda timeout) before it commits.
-    world.repo.fail_next("record_refund", RuntimeError("the function timed out"))
+    # Reserved, then Stripe refunds; our confirmation dies (Lambda timeout) before it commits.
+    world.repo.fail_next("record_refund_outcome", RuntimeError("the function timed out"))
     with pytest.raises(RuntimeError):
         refund(world, payment, 1500, refund_id="ref_first_try")
+    [reserved] = world.stored_payment(payment.id).refunds
+    assert (reserved.status, reserved.from_invoices) == ("reserved", [Allocation(invoice.id, 1500)])
     [made] = world.gateway.list_refunds(str(payment.stripe_payment_intent_id))
-    # The failure arrives first: recorded as failed, under our refund id, taking nothing back.
+    # The failure arrives first: found by our refund id in its metadata, and given back.
     world.deliver(refund_event(fail_at_stripe(world, made.id), "refund.failed"))
     [record] = world.stored_payment(payment.id).refunds
     assert (record.id, record.status, record.amount) == ("ref_first_try", "failed", 1500)
-    assert (record.from_credit, record.from_invoices, record.from_fee) == (0, [], 0)
+    assert (record.stripe_refund_id, record.returned_to_invoices) == (
+        made.id,
+        [Allocation(invoice.id, 1500)],
+    )
     assert world.stored_invoice(invoice.id).amount_paid == 4000
 
     # The client's retry, and the late charge.refunded and refund.created, change nothing.
@@ -235,7 +251,7 @@ def test_charge_refunded_listing_a_failed_refund_gives_it_back_once(world: World
     assert after.refunds[1].actor == STRIPE_ACTOR
     assert after.refunded_amount == 0
     assert world.stored_invoice(invoice.id).amount_paid == 3000
-    assert world.repo.outcome_writes == 1
+    assert world.repo.outcome_writes == 2  # our confirmation, then the failure once
     assert_audit_clean(world)
 
 
@@ -292,7 +308,7 @@ def test_a_refund_state_only_moves_forward(world: World) -> None:
     [record] = world.stored_payment(payment.id).refunds
     assert (record.status, record.failure_reason) == ("failed", EXPIRED)
     assert world.stored_invoice(invoice.id).amount_paid == 3000
-    assert world.repo.outcome_writes == 2
+    assert world.repo.outcome_writes == 3  # our confirmation, succeeded, failed
     assert_audit_clean(world)
 
 

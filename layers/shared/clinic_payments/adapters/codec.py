@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from clinic_payments.domain.credit_lots import LEGACY_LOT, oldest_first
 from clinic_payments.domain.model import (
     AccountStatus,
     Actor,
@@ -15,6 +16,7 @@ from clinic_payments.domain.model import (
     ClinicSettings,
     Consent,
     Credit,
+    CreditLot,
     Dispute,
     Failure,
     FeeRate,
@@ -25,6 +27,7 @@ from clinic_payments.domain.model import (
     LedgerEntry,
     LedgerEntryType,
     Location,
+    LotTake,
     Payer,
     Payment,
     PaymentMethodType,
@@ -121,6 +124,7 @@ def refund_to(r: RefundRecord) -> Item:
             {"invoice_id": a.invoice_id, "amount": a.amount} for a in r.returned_to_invoices
         ],
         "returned_to_credit": r.returned_to_credit,
+        "from_lots": [{"lot_id": t.lot_id, "amount": t.amount, "at": t.at} for t in r.from_lots],
     }
 
 
@@ -148,6 +152,10 @@ def refund_from(item: Item) -> RefundRecord:
             for a in item.get("returned_to_invoices") or []
         ],
         returned_to_credit=_int(item.get("returned_to_credit")),
+        from_lots=[
+            LotTake(str(t["lot_id"]), _int(t["amount"]), str(t.get("at") or ""))
+            for t in item.get("from_lots") or []
+        ],
     )
 
 
@@ -418,7 +426,32 @@ def ledger_from(item: Item) -> LedgerEntry:
 
 
 def credit_from(item: Item) -> Credit:
-    return Credit(int(item.get("balance", 0)), str(item["currency"]), int(item.get("version", 0)))
+    balance = int(item.get("balance", 0))
+    raw_lots = item.get("lots")
+    lots: tuple[CreditLot, ...]
+    if raw_lots is None:
+        # Written before credit was kept in lots: its balance is one lot, the oldest.
+        lots = (CreditLot(LEGACY_LOT, balance, ""),) if balance else ()
+    else:
+        lots = oldest_first(
+            tuple(
+                CreditLot(str(lot_id), _int(lot["amount"]), str(lot.get("at") or ""))
+                for lot_id, lot in raw_lots.items()
+            )
+        )
+    return Credit(balance, str(item["currency"]), int(item.get("version", 0)), lots)
+
+
+def credit_to_item(clinic_id: str, patient_id: str, credit: Credit) -> Item:
+    return {
+        "pk": patient_pk(clinic_id, patient_id),
+        "sk": f"CREDIT#{credit.currency}",
+        "type": "credit",
+        "currency": credit.currency,
+        "balance": credit.balance,
+        "version": credit.version,
+        "lots": {lot.id: {"amount": lot.amount, "at": lot.at} for lot in credit.lots},
+    }
 
 
 def settings_to_item(s: ClinicSettings) -> Item:

@@ -18,7 +18,6 @@ from clinic_payments.adapters import codec
 from clinic_payments.adapters.codec import Item, clinic_pk, patient_pk
 from clinic_payments.domain.errors import (
     ConflictError,
-    InsufficientCreditError,
     StaleWriteError,
     ValidationError,
 )
@@ -43,6 +42,7 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.payments import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import (
     CreditApplication,
+    CreditChange,
     IdempotencyRecord,
     InvoiceCredit,
     PaymentRequestRecord,
@@ -80,6 +80,12 @@ def _values(values: dict[str, Any]) -> dict[str, Any]:
 def _failed_conditions(error: ClientError) -> list[bool]:
     reasons = error.response.get("CancellationReasons") or []
     return [r.get("Code") == "ConditionalCheckFailed" for r in reasons]
+
+
+def _first_failed(error: ClientError) -> bool:
+    """The transaction's first item (a ledger entry's put-if-absent: a retry) failed."""
+    failed = _failed_conditions(error)
+    return bool(failed) and failed[0]
 
 
 def _is_condition_failure(error: ClientError) -> bool:
@@ -424,7 +430,7 @@ class DynamoPaymentsRepository:
                 }
             }
         ]
-        items += self._money_back_items(p, write.invoices, write.credit_entry)
+        items += self._money_back_items(p, write.invoices, write.credit)
         if write.card_consent is not None:
             # The card saved while paying: its consent is on file the moment the payment is.
             item = codec.card_consent_to_item(p.clinic_id, p.patient_id, write.card_consent)
@@ -482,9 +488,8 @@ class DynamoPaymentsRepository:
                 open_index=codec.open_invoice_index(p.clinic_id, debit.invoice_id, debit.due_date),
             )
             items.append({"Update": update})
-        if write.credit_entry is not None:
-            items.append({"Update": self._credit_update(pk, write.credit_entry, guard=True)})
-            items.append({"Put": self._ledger_put(p.clinic_id, p.patient_id, write.credit_entry)})
+        if write.credit is not None:
+            items += self._credit_items(p.clinic_id, p.patient_id, write.credit)
         try:
             self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -527,7 +532,7 @@ class DynamoPaymentsRepository:
                 }
             }
         ]
-        items += self._money_back_items(p, write.invoices, write.credit_entry)
+        items += self._money_back_items(p, write.invoices, write.credit)
         try:
             self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -655,22 +660,28 @@ class DynamoPaymentsRepository:
         items = self._query_all(patient_pk(clinic_id, patient_id), "PAYMENT#")
         return [codec.payment_from(i) for i in items]
 
-    def _credit_update(self, pk: str, entry: LedgerEntry, *, guard: bool) -> dict[str, Any]:
-        values: dict[str, Any] = {":amount": entry.amount, ":one": 1, ":currency": entry.currency}
-        update: dict[str, Any] = {
+    def _credit_items(self, clinic_id: str, patient_id: str, change: CreditChange) -> list[Any]:
+        """The credit item (balance, lots, version) as the movement leaves it, and its ledger
+        entry. The item is written only if it is still at the version read: the movement was
+        planned lot by lot from that credit, so whatever moved it since (a refund, an
+        application, a settlement) fails the whole transaction and the service plans again.
+        That is the balance and lots check, in the write itself."""
+        new = change.new
+        if new.balance < 0 or any(lot.amount < 0 for lot in new.lots):
+            raise ValueError("a credit movement planned below zero")  # a bug, never a race
+        put: dict[str, Any] = {
             "TableName": self._table,
-            "Key": _dump({"pk": pk, "sk": f"CREDIT#{entry.currency}"}),
-            "UpdateExpression": "ADD balance :amount, version :one SET currency = :currency",
-            "ExpressionAttributeValues": _values(values),
+            "Item": _dump(codec.credit_to_item(clinic_id, patient_id, new)),
         }
-        if guard and entry.amount < 0:
-            # Never below zero: the balance must cover what is taken, as it stands now.
-            update["ConditionExpression"] = "balance >= :needed"
-            update["ExpressionAttributeValues"] = _values({**values, ":needed": -entry.amount})
-        return update
+        if change.seen.version == 0:
+            put["ConditionExpression"] = "attribute_not_exists(pk)"
+        else:
+            put["ConditionExpression"] = "version = :seen"
+            put["ExpressionAttributeValues"] = _values({":seen": change.seen.version})
+        return [{"Put": put}, {"Put": self._ledger_put(clinic_id, patient_id, change.entry)}]
 
     def _money_back_items(
-        self, p: Payment, invoices: list[InvoiceCredit], credit_entry: LedgerEntry | None
+        self, p: Payment, invoices: list[InvoiceCredit], credit: CreditChange | None
     ) -> list[Any]:
         """Transaction items that put money onto invoices (each on the amount_paid read) and
         the rest onto the patient's credit with its ledger entry: a settlement, or a failed
@@ -689,10 +700,9 @@ class DynamoPaymentsRepository:
             }
             for credit in invoices
         ]
-        if credit_entry is not None:
+        if credit is not None:
             # One balance per currency: an overpayment in CAD never adds to USD.
-            items.append({"Update": self._credit_update(pk, credit_entry, guard=False)})
-            items.append({"Put": self._ledger_put(p.clinic_id, p.patient_id, credit_entry)})
+            items += self._credit_items(p.clinic_id, p.patient_id, credit)
         return items
 
     def _invoice_amount_update(
@@ -746,9 +756,10 @@ class DynamoPaymentsRepository:
 
     def apply_credit(self, clinic_id: str, patient_id: str, write: CreditApplication) -> None:
         pk = patient_pk(clinic_id, patient_id)
+        credit, ledger = self._credit_items(clinic_id, patient_id, write.credit)
         items: list[Any] = [
-            {"Put": self._ledger_put(clinic_id, patient_id, write.entry)},
-            {"Update": self._credit_update(pk, write.entry, guard=True)},
+            ledger,
+            credit,
             {
                 "Update": self._invoice_amount_update(
                     pk,
@@ -765,36 +776,29 @@ class DynamoPaymentsRepository:
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if code == "TransactionCanceledException":
-                ledger, credit, _invoice = (_failed_conditions(exc) + [False] * 3)[:3]
-                if ledger:
+                if _first_failed(exc):
                     return  # applied already: this is a retry
-                if credit:
-                    raise InsufficientCreditError("Not enough credit.") from exc
-                raise StaleWriteError("The invoice changed.") from exc
+                raise StaleWriteError("The credit or the invoice changed.") from exc
             if code in ("TransactionConflictException", "TransactionInProgressException"):
                 raise StaleWriteError("A concurrent transaction touched the same items.") from exc
             raise
 
-    def adjust_credit(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> LedgerEntry:
+    def adjust_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> LedgerEntry:
         pk = patient_pk(clinic_id, patient_id)
+        entry = change.entry
+        credit, ledger = self._credit_items(clinic_id, patient_id, change)
         try:
-            items: list[Any] = [
-                {"Put": self._ledger_put(clinic_id, patient_id, entry)},
-                {"Update": self._credit_update(pk, entry, guard=True)},
-            ]
-            self._ddb.transact_write_items(TransactItems=items)
+            self._ddb.transact_write_items(TransactItems=[ledger, credit])
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "TransactionCanceledException":
+            code = exc.response["Error"]["Code"]
+            if code in ("TransactionConflictException", "TransactionInProgressException"):
+                raise StaleWriteError("A concurrent transaction touched the credit.") from exc
+            if code != "TransactionCanceledException":
                 raise
-            ledger, credit = (_failed_conditions(exc) + [False] * 2)[:2]
-            if ledger:
+            if _first_failed(exc):
                 stored = self._get(pk, codec.ledger_sk(entry.id))
                 return codec.ledger_from(stored) if stored else entry
-            if credit:
-                raise InsufficientCreditError(
-                    "The adjustment would take the credit below zero."
-                ) from exc
-            raise
+            raise StaleWriteError("The credit moved.") from exc
         return entry
 
     def patients_of_clinic(self, clinic_id: str) -> list[str]:

@@ -372,9 +372,19 @@ class ActivityOut(BaseModel):
     at: str
 
 
+class CreditLotOut(BaseModel):
+    """What is left of one source of credit (a payment's or top-up's id, an adjustment's)."""
+
+    id: str
+    amount: int
+    at: str
+
+
 class CreditOut(BaseModel):
     currency: str
     balance: int
+    # Oldest first, the order credit is spent in; they sum to the balance.
+    lots: list[CreditLotOut] = []
     activity: list[ActivityOut]
     next_cursor: str | None
 
@@ -385,6 +395,8 @@ class CreditOut(BaseModel):
 class RefundRequest(Strict):
     amount: Amount | None = None
     reason: ShortText
+    # Take the patient's other credit (oldest lot first) before this payment's invoices.
+    take_credit_first: Annotated[bool, Field(strict=True)] = False
 
 
 class RefundOut(BaseModel):

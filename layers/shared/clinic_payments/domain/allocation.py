@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from clinic_payments.domain.errors import NotFoundError, ValidationError
+from clinic_payments.domain.errors import InvoiceNotPayableError, NotFoundError, ValidationError
 from clinic_payments.domain.model import Allocation, Invoice
 
 MAX_ALLOCATIONS = 50  # a settlement is one DynamoDB transaction (100 items at most)
@@ -60,7 +60,7 @@ def plan_payment(
             if invoice is None:
                 raise NotFoundError(f"Invoice {req.invoice_id} was not found.")
             if not invoice.is_payable:
-                raise ValidationError(
+                raise InvoiceNotPayableError(
                     f"Invoice {invoice.id} has nothing left to pay ({invoice.status.value}).",
                     [{"field": f"{field}.invoice_id", "issue": "invoice not payable"}],
                 )

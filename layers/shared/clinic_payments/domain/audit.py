@@ -5,7 +5,8 @@ applied to invoices, held as credit, or recorded as fee; each invoice's amount_p
 of what was applied to it (payments and credit, less refunds, plus what failed refunds gave
 back) and never above its total; a failed refund gave back exactly what it took back, and the
 ledger holds each refund's credit movements; each currency's credit balance is the sum of its
-ledger entries and never negative; nothing appears twice.
+ledger entries and never negative, and its lots sum to the balance, none below zero (a refund's
+credit part is the sum of the lots it took from); nothing appears twice.
 Used by `make audit` (against the table, and Stripe) and by the tests after every money move.
 """
 
@@ -15,6 +16,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from clinic_payments.domain.credit_lots import lot_problems
 from clinic_payments.domain.model import (
     Credit,
     Invoice,
@@ -138,6 +140,8 @@ def audit_account(
             )
         if balance < 0:
             found.append(Difference(f"credit {currency}", f"negative balance {balance}"))
+        if currency in credits:
+            found += [Difference(f"credit {currency}", p) for p in lot_problems(credits[currency])]
     return found
 
 
@@ -147,6 +151,10 @@ def _refund_differences(
     subject = f"payment {p.id}"
     found = []
     for refund in p.refunds:
+        if refund.from_lots and sum(t.amount for t in refund.from_lots) != refund.from_credit:
+            found.append(
+                Difference(subject, f"refund {refund.id}: its lots do not sum to its credit part")
+            )
         if refund.has_failed and refund.returned != refund.taken_back:
             found.append(
                 Difference(

@@ -1,17 +1,21 @@
 """Account credit: its balance and activity, applying it to an invoice, staff adjustments.
 
 Top-ups are payments (purpose credit_topup) and settle through PaymentService like any other.
-Every movement is an append-only ledger entry written in the same transaction as the balance,
-so the balance is always the sum of its entries.
+Every movement is an append-only ledger entry written in the same transaction as the balance
+and its lots (credit_lots.py), conditioned on the credit as read, so the balance is always the
+sum of its entries and never spent twice. Spending takes the oldest lots first.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
+from clinic_payments.domain.contention import WRITE_ATTEMPTS, pause_before_retry
+from clinic_payments.domain.credit_lots import add_to_lot, plan_oldest_first, take
 from clinic_payments.domain.errors import (
     ConflictError,
     InsufficientCreditError,
+    InvoiceNotPayableError,
     NotFoundError,
     StaleWriteError,
     ValidationError,
@@ -27,9 +31,14 @@ from clinic_payments.domain.model import (
     Page,
 )
 from clinic_payments.domain.money import MAX_AMOUNT
-from clinic_payments.domain.ports import Clock, CreditApplication, PaymentsRepository
+from clinic_payments.domain.ports import (
+    Clock,
+    CreditApplication,
+    CreditChange,
+    PaymentsRepository,
+)
 
-APPLY_ATTEMPTS: Final = 8
+APPLY_ATTEMPTS: Final = WRITE_ATTEMPTS
 
 
 class CreditService:
@@ -68,49 +77,51 @@ class CreditService:
         application_id: str,
     ) -> Invoice:
         """Move credit to an invoice: never more than the credit, never more than its balance."""
-        for _ in range(APPLY_ATTEMPTS):
+        for attempt in range(APPLY_ATTEMPTS):
             invoice = self._repo.get_invoice(clinic_id, patient_id, invoice_id)
             if invoice is None:
                 raise NotFoundError("Invoice not found.")
             if self._repo.ledger_entry_exists(clinic_id, patient_id, application_id):
                 return invoice  # this application is done: a retry changes nothing
             if not invoice.is_payable:
-                raise ConflictError(
+                raise InvoiceNotPayableError(
                     f"The invoice has nothing left to pay ({invoice.status.value})."
                 )
             credit = self._repo.get_credit(clinic_id, patient_id, invoice.currency)
-            take = min(credit.balance, invoice.balance_due) if amount is None else amount
+            wanted = min(credit.balance, invoice.balance_due) if amount is None else amount
             if amount is not None and amount > invoice.balance_due:
                 raise ValidationError(
                     f"The amount exceeds the invoice's balance due ({invoice.balance_due}).",
                     [{"field": "amount", "issue": "exceeds balance due"}],
                 )
-            if take <= 0 or take > credit.balance:
+            if wanted <= 0 or wanted > credit.balance:
                 raise InsufficientCreditError(
-                    f"Available credit is {credit.balance}; {take or 'some'} was asked for.",
+                    f"Available credit is {credit.balance}; {wanted or 'some'} was asked for.",
                     [{"field": "amount", "issue": "more than the available credit"}],
                 )
             now = self._clock.now()
+            entry = LedgerEntry(
+                id=application_id,
+                type=LedgerEntryType.APPLIED,
+                amount=-wanted,
+                currency=invoice.currency,
+                at=now,
+                actor=caller.actor(),
+                invoice_id=invoice.id,
+            )
             write = CreditApplication(
                 invoice_id=invoice.id,
-                amount=take,
+                amount=wanted,
                 seen_amount_paid=invoice.amount_paid,
-                new_status=status_after(invoice.total, invoice.amount_paid + take),
-                ref=InvoicePaymentRef(application_id, take, "credit", now),
-                entry=LedgerEntry(
-                    id=application_id,
-                    type=LedgerEntryType.APPLIED,
-                    amount=-take,
-                    currency=invoice.currency,
-                    at=now,
-                    actor=caller.actor(),
-                    invoice_id=invoice.id,
-                ),
+                new_status=status_after(invoice.total, invoice.amount_paid + wanted),
+                ref=InvoicePaymentRef(application_id, wanted, "credit", now),
+                credit=CreditChange(entry, credit, take(credit, plan_oldest_first(credit, wanted))),
             )
             try:
                 self._repo.apply_credit(clinic_id, patient_id, write)
             except StaleWriteError:
-                continue  # the invoice moved (a payment landed): read again
+                pause_before_retry(attempt)
+                continue  # the invoice or the credit moved (a payment, a refund): read again
             return self._repo.get_invoice(clinic_id, patient_id, invoice_id) or invoice
         raise ConflictError("The invoice is changing too fast; try again.")
 
@@ -124,19 +135,40 @@ class CreditService:
         currency: str | None,
         entry_id: str,
     ) -> LedgerEntry:
-        """A staff goodwill credit or correction. Never takes the balance below zero."""
+        """A staff goodwill credit (its own lot) or a correction (from the oldest lots first).
+        Never takes the balance below zero."""
         if amount == 0 or abs(amount) > MAX_AMOUNT:
             raise ValidationError(
                 "An adjustment is a non-zero amount within 99999999 minor units.",
                 [{"field": "amount", "issue": "zero or out of range"}],
             )
-        entry = LedgerEntry(
-            id=entry_id,
-            type=LedgerEntryType.ADJUSTMENT,
-            amount=amount,
-            currency=self._currency(clinic_id, currency),
-            at=self._clock.now(),
-            actor=caller.actor(),
-            reason=reason,
-        )
-        return self._repo.adjust_credit(clinic_id, patient_id, entry)
+        chosen = self._currency(clinic_id, currency)
+        for attempt in range(APPLY_ATTEMPTS):
+            entry = LedgerEntry(
+                id=entry_id,
+                type=LedgerEntryType.ADJUSTMENT,
+                amount=amount,
+                currency=chosen,
+                at=self._clock.now(),
+                actor=caller.actor(),
+                reason=reason,
+            )
+            credit = self._repo.get_credit(clinic_id, patient_id, chosen)
+            if amount > 0:
+                new = add_to_lot(credit, entry_id, amount, entry.at)
+            elif credit.balance + amount < 0:
+                if self._repo.ledger_entry_exists(clinic_id, patient_id, entry_id):
+                    return self._repo.adjust_credit(
+                        clinic_id, patient_id, CreditChange(entry, credit, credit)
+                    )  # recorded already: the repository answers the first entry
+                raise InsufficientCreditError("The adjustment would take the credit below zero.")
+            else:
+                new = take(credit, plan_oldest_first(credit, -amount))
+            try:
+                return self._repo.adjust_credit(
+                    clinic_id, patient_id, CreditChange(entry, credit, new)
+                )
+            except StaleWriteError:
+                pause_before_retry(attempt)
+                continue  # the credit moved meanwhile: read again
+        raise ConflictError("The credit is changing too fast; try again.")

@@ -241,6 +241,16 @@ class Consent:
 
 
 @dataclass(frozen=True)
+class LotTake:
+    """What a movement took from one credit lot, with the lot's date, so a refund that fails
+    can put it back into the same lot, in the same place in the oldest-first order."""
+
+    lot_id: str
+    amount: int
+    at: str
+
+
+@dataclass(frozen=True)
 class RefundRecord:
     """Money given back, and where it was taken back from (credit, invoices, fee)."""
 
@@ -254,12 +264,21 @@ class RefundRecord:
     at: str
     actor: Actor
     stripe_refund_id: str | None = None
-    status: str = "succeeded"  # Stripe's: pending, requires_action, succeeded, failed, canceled
+    # Stripe's: pending, requires_action, succeeded, failed, canceled; or ours, "reserved": a
+    # card refund whose take-back is written but whose Stripe answer is not known yet.
+    status: str = "succeeded"
     failure_reason: str | None = None
     failed_at: str | None = None
     # A refund that failed gave back what it took: onto these invoices, the rest to credit.
     returned_to_invoices: list[Allocation] = field(default_factory=list)
     returned_to_credit: int = 0
+    # The credit lots from_credit came from (sums to from_credit).
+    from_lots: list[LotTake] = field(default_factory=list)
+
+    @property
+    def is_reserved(self) -> bool:
+        """Taken back here, not (yet) known to Stripe: resumed by the request's retry."""
+        return self.status == REFUND_RESERVED
 
     @property
     def has_failed(self) -> bool:
@@ -286,6 +305,7 @@ class RefundRecord:
 
 
 REFUND_FAILED_STATUSES = frozenset({"failed", "canceled"})
+REFUND_RESERVED = "reserved"
 
 
 @dataclass(frozen=True)
@@ -379,10 +399,24 @@ class LedgerEntry:
 
 
 @dataclass(frozen=True)
+class CreditLot:
+    """Credit from one source (a payment's overflow or top-up: the payment's id; an adjustment
+    or a failed refund's give-back: its ledger entry's id), what is left of it, and its date."""
+
+    id: str
+    amount: int
+    at: str
+
+
+@dataclass(frozen=True)
 class Credit:
+    """One currency's credit: its balance, the lots it is made of (oldest first), and the
+    version every write of it is conditioned on."""
+
     balance: int
     currency: str | None
     version: int
+    lots: tuple[CreditLot, ...] = ()
 
 
 @dataclass(frozen=True)

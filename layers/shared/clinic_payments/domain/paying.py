@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from clinic_payments.domain.allocation import RequestedAllocation, plan_payment, plan_settlement
+from clinic_payments.domain.contention import WRITE_ATTEMPTS, pause_before_retry
+from clinic_payments.domain.credit_lots import add_to_lot
 from clinic_payments.domain.errors import (
     AmountTooSmallError,
     CardDeclinedError,
@@ -56,6 +58,7 @@ from clinic_payments.domain.money import fee_for, format_amount, is_valid_amount
 from clinic_payments.domain.payments import may_move, status_from_intent, statuses_before
 from clinic_payments.domain.ports import (
     Clock,
+    CreditChange,
     InvoiceCredit,
     PaymentsRepository,
     ReceiptNotifier,
@@ -66,7 +69,7 @@ from clinic_payments.domain.ports import (
 
 log = logging.getLogger(__name__)
 
-SETTLE_ATTEMPTS: Final = 8
+SETTLE_ATTEMPTS: Final = WRITE_ATTEMPTS
 
 # Stripe's card_error codes: the card (or its holder's bank) said no.
 CARD_DECLINE_CODES: Final = frozenset(
@@ -545,7 +548,7 @@ class PaymentService:
         return self._repo.get_payment(link.clinic_id, link.patient_id, link.payment_id)
 
     def _settle(self, payment: Payment, received: int, intent: IntentSnapshot | None) -> None:
-        for _ in range(SETTLE_ATTEMPTS):
+        for attempt in range(SETTLE_ATTEMPTS):
             current = self._repo.get_payment(payment.clinic_id, payment.patient_id, payment.id)
             if current is None:
                 return
@@ -558,7 +561,8 @@ class PaymentService:
                     self._settled(write.payment)
                 return
             except StaleWriteError:
-                continue  # an invoice moved under us: read again and re-plan
+                pause_before_retry(attempt)
+                continue  # an invoice or the credit moved under us: read again and re-plan
         raise ConflictError("The payment could not be settled for contention; it will be retried.")
 
     def _settled(self, payment: Payment) -> None:
@@ -598,7 +602,7 @@ class PaymentService:
             )
             for a in settlement.applied
         ]
-        entry = None
+        credit = None
         if settlement.credit > 0:
             entry = LedgerEntry(
                 id=new_id("led"),
@@ -614,6 +618,10 @@ class PaymentService:
                 payment_id=payment.id,
                 location_id=payment.location_id,
             )
+            # The overflow or top-up is its own lot, named after the payment: a refund of this
+            # payment takes back from it first, as far as it is still unused.
+            seen = self._repo.get_credit(payment.clinic_id, payment.patient_id, payment.currency)
+            credit = CreditChange(entry, seen, add_to_lot(seen, payment.id, settlement.credit, now))
         final = replace(
             payment,
             status=PaymentStatus.SUCCEEDED,
@@ -630,7 +638,7 @@ class PaymentService:
             payment=final,
             previous_statuses=statuses_before(PaymentStatus.SUCCEEDED),
             invoices=credits,
-            credit_entry=entry,
+            credit=credit,
             card_consent=_card_consent_of(final),
         )
 

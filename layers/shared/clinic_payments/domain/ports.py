@@ -55,11 +55,22 @@ class InvoiceCredit:
 
 
 @dataclass(frozen=True)
+class CreditChange:
+    """One movement of a currency's credit: its ledger entry, and the credit (balance and lots)
+    as read and as it is after the movement. Written only if the credit is still at the version
+    read, in the movement's own transaction: the balance and every lot are a condition of it."""
+
+    entry: LedgerEntry
+    seen: Credit  # version 0: no credit item yet
+    new: Credit
+
+
+@dataclass(frozen=True)
 class SettlementWrite:
     payment: Payment  # with its final fields set (status succeeded, applied allocations...)
     previous_statuses: list[PaymentStatus]
     invoices: list[InvoiceCredit]
-    credit_entry: LedgerEntry | None
+    credit: CreditChange | None
     # A card saved while paying: its consent record, written with the settlement.
     card_consent: CardConsent | None = None
 
@@ -81,7 +92,7 @@ class RefundWrite:
     payment: Payment  # as read (refunds so far)
     record: RefundRecord
     invoices: list[InvoiceDebit]
-    credit_entry: LedgerEntry | None  # type refund, amount negative
+    credit: CreditChange | None  # entry of type refund, amount negative
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,7 @@ class RefundOutcomeWrite:
     index: int  # the refund's position in payment.refunds
     record: RefundRecord  # the refund as it is now (status, and what was given back)
     invoices: list[InvoiceCredit]
-    credit_entry: LedgerEntry | None  # type refund_failed, amount positive
+    credit: CreditChange | None  # entry of type refund_failed, amount positive
 
 
 @dataclass(frozen=True)
@@ -105,7 +116,11 @@ class CreditApplication:
     seen_amount_paid: int
     new_status: InvoiceStatus
     ref: InvoicePaymentRef
-    entry: LedgerEntry  # type applied, amount negative
+    credit: CreditChange  # entry of type applied, amount negative
+
+    @property
+    def entry(self) -> LedgerEntry:
+        return self.credit.entry
 
 
 @dataclass(frozen=True)
@@ -155,9 +170,9 @@ class PaymentsRepository(Protocol):
     ) -> bool: ...
     def settle(self, write: SettlementWrite) -> bool: ...
     def record_refund(self, write: RefundWrite) -> bool:
-        """One transaction: the refund on the payment, invoices down, credit down, ledger.
-        False when this refund (its key) is recorded already; StaleWriteError if anything
-        moved since it was read."""
+        """One transaction: the refund on the payment (a card refund's reservation, or a
+        recorded one), invoices down, credit down, ledger. StaleWriteError if the payment's
+        refunds, an invoice or the credit moved since they were read."""
         ...
 
     def record_refund_outcome(self, write: RefundOutcomeWrite) -> None:
@@ -197,13 +212,13 @@ class PaymentsRepository(Protocol):
     def all_ledger(self, clinic_id: str, patient_id: str) -> list[LedgerEntry]: ...
     def ledger_entry_exists(self, clinic_id: str, patient_id: str, entry_id: str) -> bool: ...
     def apply_credit(self, clinic_id: str, patient_id: str, write: CreditApplication) -> None:
-        """One transaction: credit down, invoice up, ledger entry. InsufficientCreditError if
-        the balance is short, StaleWriteError if the invoice moved; a repeat is a no-op."""
+        """One transaction: credit down, invoice up, ledger entry. StaleWriteError if the
+        credit or the invoice moved since they were read; a repeat is a no-op."""
         ...
 
-    def adjust_credit(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> LedgerEntry:
-        """Balance and ledger entry together; InsufficientCreditError below zero; idempotent
-        by entry id (a repeat returns the entry first recorded)."""
+    def adjust_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> LedgerEntry:
+        """Credit and ledger entry together; StaleWriteError if the credit moved since it was
+        read; idempotent by entry id (a repeat returns the entry first recorded)."""
         ...
 
     def all_payments(self, clinic_id: str, patient_id: str) -> list[Payment]: ...
@@ -412,6 +427,7 @@ __all__ = [
     "ClinicSecrets",
     "Clock",
     "CreditApplication",
+    "CreditChange",
     "DocumentRenderer",
     "EmailSender",
     "IdempotencyRecord",

@@ -1,5 +1,14 @@
-"""Refunds and disputes: money given back is taken back from the patient's credit first, then
-from the invoices the payment paid (newest first), then from the pass-through fee.
+"""Refunds and disputes: a refund reverses its own payment. It takes back first the credit lot
+that payment created, as far as it is still unused, then the invoices the payment paid (newest
+first, which reopen), then its pass-through fee. The patient's other credit is taken (first,
+oldest lot first) only when staff ask for it (`take_credit_first`).
+
+A staff refund takes back the whole amount or nothing: the take-back is one conditional
+transaction (the payment's refunds, each invoice's amount_paid and the credit's version as
+read), written BEFORE Stripe is asked, so Stripe never gives back money that could not be taken
+back. For a card it is a reservation (status `reserved`): Stripe's answer, or a refund event,
+moves it on; a refusal (4xx) releases exactly it at once; an unknown outcome (timeout, 5xx)
+leaves it reserved, and the request's retry asks Stripe again with the same idempotency key.
 
 One path records a refund whatever asked for it: the API (staff), Stripe's charge.refunded
 (a refund made in the dashboard) and a lost dispute. Each is recorded once, by its key (Stripe's
@@ -17,18 +26,30 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
+from clinic_payments.domain.contention import WRITE_ATTEMPTS, pause_before_retry
+from clinic_payments.domain.credit_lots import (
+    add_to_lot,
+    plan_from_lot,
+    plan_oldest_first,
+    put_back,
+    take,
+)
 from clinic_payments.domain.errors import (
     ConflictError,
+    DomainError,
     NotFoundError,
+    PaymentProviderUnavailableError,
     StaleWriteError,
 )
 from clinic_payments.domain.ids import new_id
 from clinic_payments.domain.invoices import status_after
 from clinic_payments.domain.model import (
     REFUND_FAILED_STATUSES,
+    REFUND_RESERVED,
     Actor,
     Allocation,
     Caller,
+    Credit,
     Dispute,
     DisputeSnapshot,
     Invoice,
@@ -36,6 +57,7 @@ from clinic_payments.domain.model import (
     InvoiceStatus,
     LedgerEntry,
     LedgerEntryType,
+    LotTake,
     Payment,
     PaymentMethodType,
     PaymentStatus,
@@ -45,6 +67,7 @@ from clinic_payments.domain.model import (
 )
 from clinic_payments.domain.ports import (
     Clock,
+    CreditChange,
     InvoiceCredit,
     InvoiceDebit,
     PaymentsRepository,
@@ -54,11 +77,12 @@ from clinic_payments.domain.ports import (
     StripeObjectLink,
 )
 
-RECORD_ATTEMPTS: Final = 8
+RECORD_ATTEMPTS: Final = WRITE_ATTEMPTS
 REFUND_REASONS: Final = ("requested_by_customer", "duplicate", "fraudulent")
 STRIPE_ACTOR: Final = Actor(sub="stripe", role=Role.STAFF)  # made in the Stripe dashboard
 # A refund's states in the order Stripe moves them; an event never moves one backwards.
 REFUND_PROGRESS: Final = {
+    REFUND_RESERVED: -1,  # ours: taken back, Stripe's answer not known yet
     "pending": 0,
     "requires_action": 0,
     "succeeded": 1,
@@ -69,9 +93,13 @@ REFUND_PROGRESS: Final = {
 
 @dataclass(frozen=True)
 class TakeBack:
-    from_credit: int
+    from_lots: list[LotTake]
     from_invoices: list[Allocation]
     from_fee: int
+
+    @property
+    def from_credit(self) -> int:
+        return sum(t.amount for t in self.from_lots)
 
     @property
     def total(self) -> int:
@@ -91,10 +119,20 @@ def net_on_invoices(payment: Payment) -> dict[str, int]:
 
 
 def plan_take_back(
-    payment: Payment, amount: int, credit_balance: int, invoices: dict[str, Invoice]
+    payment: Payment,
+    amount: int,
+    credit: Credit,
+    invoices: dict[str, Invoice],
+    *,
+    take_credit_first: bool = False,
 ) -> TakeBack:
-    from_credit = min(amount, max(credit_balance, 0))
-    remaining = amount - from_credit
+    """Where `amount` is taken back from: the payment's own credit lot (or, asked for, any
+    credit oldest lot first), then its invoices newest first, then its fee. May come short."""
+    if take_credit_first:
+        from_lots = plan_oldest_first(credit, amount)
+    else:
+        from_lots = plan_from_lot(credit, payment.id, amount)
+    remaining = amount - sum(t.amount for t in from_lots)
     net = net_on_invoices(payment)
     newest_first = sorted(
         (invoices[i] for i in net if i in invoices),
@@ -109,7 +147,7 @@ def plan_take_back(
             remaining -= take
     fee_left = payment.fee_amount - sum(r.from_fee for r in payment.refunds if not r.has_failed)
     from_fee = min(remaining, max(fee_left, 0))
-    return TakeBack(from_credit, from_invoices, from_fee)
+    return TakeBack(from_lots, from_invoices, from_fee)
 
 
 def refundable(payment: Payment) -> int:
@@ -138,6 +176,20 @@ def plan_give_back(refund: RefundRecord, invoices: dict[str, Invoice]) -> GiveBa
             to_invoices.append(Allocation(a.invoice_id, take))
         to_credit += a.amount - take
     return GiveBack(to_invoices, to_credit)
+
+
+def _index_of(payment: Payment, snapshot: RefundSnapshot) -> int | None:
+    """Which of the payment's refunds Stripe reports: by its key or Stripe's id, or ours
+    (`refund_id` in its metadata) when it is our reservation whose answer we have not seen."""
+    ours = (
+        snapshot.metadata.get("refund_id")
+        if (snapshot.metadata.get("payment_id") == payment.id)
+        else None
+    )
+    for i, r in enumerate(payment.refunds):
+        if snapshot.id in (r.key, r.stripe_refund_id) or (ours is not None and r.id == ours):
+            return i
+    return None
 
 
 def moves_forward(recorded: str, reported: str) -> bool:
@@ -169,11 +221,77 @@ class RefundService:
         amount: int | None,
         reason: str,
         refund_id: str,
+        take_credit_first: bool = False,
     ) -> Payment:
-        """Staff refund: through Stripe for a card (recorded only for cash or check)."""
+        """Staff refund: the take-back is written first (all of it, or 409), then Stripe is
+        asked for a card (a cash or check refund is recorded in that one write)."""
         payment = self._payment(clinic_id, patient_id, payment_id)
-        if any(r.id == refund_id for r in payment.refunds):
-            return payment  # this request's refund is recorded: a retry changes nothing
+        mine = next((r for r in payment.refunds if r.id == refund_id), None)
+        if mine is None:
+            mine = self._take_back(
+                caller, payment, amount, reason, refund_id, take_credit_first=take_credit_first
+            )
+        if mine.is_reserved:
+            # New, or a retry after Stripe's answer was lost: the same idempotency key.
+            self._ask_stripe(self._payment(clinic_id, patient_id, payment_id), mine)
+        return self._payment(clinic_id, patient_id, payment_id)
+
+    def _take_back(
+        self,
+        caller: Caller,
+        payment: Payment,
+        amount: int | None,
+        reason: str,
+        refund_id: str,
+        *,
+        take_credit_first: bool,
+    ) -> RefundRecord:
+        card = payment.method is PaymentMethodType.CARD
+        for attempt in range(RECORD_ATTEMPTS):
+            if attempt:
+                payment = self._payment(payment.clinic_id, payment.patient_id, payment.id)
+                done = next((r for r in payment.refunds if r.id == refund_id), None)
+                if done is not None:
+                    return done
+            wanted = self._refundable_now(payment, amount)
+            invoices = self._invoices(payment)
+            credit = self._repo.get_credit(payment.clinic_id, payment.patient_id, payment.currency)
+            plan = plan_take_back(
+                payment, wanted, credit, invoices, take_credit_first=take_credit_first
+            )
+            if plan.total < wanted:
+                raise ConflictError(
+                    f"Only {plan.total} can be taken back now (the rest of this payment's credit "
+                    "was used on other invoices). Refund less, reopen those invoices first, or "
+                    "take the patient's other credit first (take_credit_first).",
+                    [{"field": "amount", "issue": "more than can be taken back"}],
+                )
+            now = self._clock.now()
+            record = RefundRecord(
+                id=refund_id,
+                key=refund_id,
+                amount=wanted,
+                from_credit=plan.from_credit,
+                from_invoices=plan.from_invoices,
+                from_fee=plan.from_fee,
+                reason=reason,
+                at=now,
+                actor=caller.actor(),
+                status=REFUND_RESERVED if card else "succeeded",
+                from_lots=plan.from_lots,
+            )
+            try:
+                self._repo.record_refund(
+                    self._refund_write(payment, record, plan, invoices, credit, now)
+                )
+            except StaleWriteError:
+                pause_before_retry(attempt)
+                continue  # the payment, an invoice or the credit moved: read and plan again
+            return record
+        raise ConflictError("The account is changing too fast; try the refund again.")
+
+    @staticmethod
+    def _refundable_now(payment: Payment, amount: int | None) -> int:
         if payment.status is not PaymentStatus.SUCCEEDED:
             raise ConflictError(f"Only a succeeded payment can be refunded ({payment.status}).")
         if payment.dispute is not None and payment.dispute.is_open:
@@ -188,47 +306,39 @@ class RefundService:
                 f"At most {left} of this payment can still be refunded.",
                 [{"field": "amount", "issue": "more than what is left to refund"}],
             )
-        self._check_coverable(payment, wanted)
-        stripe_refund_id = None
-        status, failure_reason = "succeeded", None
-        if payment.method is PaymentMethodType.CARD:
-            gateway = self._stripe.for_account(clinic_id, str(payment.stripe_account_id))
-            refund = gateway.create_refund(
-                payment_intent_id=str(payment.stripe_payment_intent_id),
-                amount=wanted,
-                reason=reason if reason in REFUND_REASONS else None,
-                metadata={
-                    "clinic_id": clinic_id,
-                    "patient_id": patient_id,
-                    "payment_id": payment.id,
-                    "refund_id": refund_id,
-                },
-                idempotency_key=f"{refund_id}:refund",
-            )
-            stripe_refund_id = refund.id
-            status, failure_reason = refund.status, refund.failure_reason
-        self.record(
-            StripeObjectLink(clinic_id, patient_id, payment.id, payment.stripe_account_id or ""),
-            refund_id=refund_id,
-            key=stripe_refund_id or refund_id,
-            amount=wanted,
-            reason=reason,
-            actor=caller.actor(),
-            stripe_refund_id=stripe_refund_id,
-            status=status,
-            failure_reason=failure_reason,
-        )
-        return self._payment(clinic_id, patient_id, payment_id)
+        return wanted
 
-    def _check_coverable(self, payment: Payment, amount: int) -> None:
-        credit = self._repo.get_credit(payment.clinic_id, payment.patient_id, payment.currency)
-        plan = plan_take_back(payment, amount, credit.balance, self._invoices(payment))
-        if plan.total < amount:
-            raise ConflictError(
-                f"Only {plan.total} can be taken back now (the rest of this payment's credit "
-                "was used on other invoices). Refund less, or reopen those invoices first.",
-                [{"field": "amount", "issue": "more than can be taken back"}],
+    def _ask_stripe(self, payment: Payment, reserved: RefundRecord) -> None:
+        """Ask Stripe for a reserved refund, then confirm or release the reservation. An
+        unknown outcome leaves it reserved (Stripe's events or the retry settle it)."""
+        link = StripeObjectLink(
+            payment.clinic_id, payment.patient_id, payment.id, payment.stripe_account_id or ""
+        )
+        gateway = self._stripe.for_account(payment.clinic_id, str(payment.stripe_account_id))
+        try:
+            answer = gateway.create_refund(
+                payment_intent_id=str(payment.stripe_payment_intent_id),
+                amount=reserved.amount,
+                reason=reserved.reason if reserved.reason in REFUND_REASONS else None,
+                metadata={
+                    "clinic_id": payment.clinic_id,
+                    "patient_id": payment.patient_id,
+                    "payment_id": payment.id,
+                    "refund_id": reserved.id,
+                },
+                idempotency_key=f"{reserved.id}:refund",
             )
+        except PaymentProviderUnavailableError:
+            raise
+        except DomainError as exc:
+            # Stripe refused the request (4xx): no refund exists there. Give back exactly
+            # what was reserved, then answer the refusal.
+            refused = RefundSnapshot(
+                reserved.key, reserved.amount, "canceled", failure_reason=exc.code
+            )
+            self.refund_changed(link, refused)
+            raise
+        self.refund_changed(link, answer)
 
     def _invoices(self, payment: Payment) -> dict[str, Invoice]:
         found = {}
@@ -251,19 +361,22 @@ class RefundService:
         status: str = "succeeded",
         failure_reason: str | None = None,
     ) -> bool:
-        """Record money given back, once by its key. False if it was recorded already.
+        """Record money Stripe gave back without our asking (a dashboard refund, a lost
+        dispute), once by its key. False if it was recorded already. It is taken back as far
+        as it can be (what cannot is reported by the audit: the money is gone already).
 
         A refund Stripe reports failed before it was recorded here (its failure event came
         first) is recorded as failed, taking nothing back: whatever records it later by the
         same key changes nothing."""
         failed = status in REFUND_FAILED_STATUSES
-        for _ in range(RECORD_ATTEMPTS):
+        for attempt in range(RECORD_ATTEMPTS):
             payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)
-            if any(r.key == key for r in payment.refunds):
+            if any(key in (r.key, r.stripe_refund_id) for r in payment.refunds):
                 return False
             now = self._clock.now()
             invoices: dict[str, Invoice] = {}
-            plan = TakeBack(0, [], 0)
+            credit = Credit(0, payment.currency, 0)
+            plan = TakeBack([], [], 0)
             if not failed:
                 amount = min(amount, refundable(payment))
                 if amount <= 0:
@@ -272,7 +385,7 @@ class RefundService:
                     payment.clinic_id, payment.patient_id, payment.currency
                 )
                 invoices = self._invoices(payment)
-                plan = plan_take_back(payment, amount, credit.balance, invoices)
+                plan = plan_take_back(payment, amount, credit, invoices)
             record = RefundRecord(
                 id=refund_id,
                 key=key,
@@ -287,37 +400,54 @@ class RefundService:
                 status=status,
                 failure_reason=failure_reason,
                 failed_at=now if failed else None,
+                from_lots=plan.from_lots,
             )
-            debits = [
-                InvoiceDebit(
-                    invoice_id=a.invoice_id,
-                    amount=a.amount,
-                    seen_amount_paid=invoices[a.invoice_id].amount_paid,
-                    new_status=status_after(
-                        invoices[a.invoice_id].total, invoices[a.invoice_id].amount_paid - a.amount
-                    ),
-                    ref=InvoicePaymentRef(refund_id, -a.amount, "refund", now),
-                    due_date=invoices[a.invoice_id].due_date,
-                )
-                for a in plan.from_invoices
-            ]
-            entry = None
-            if plan.from_credit:
-                entry = LedgerEntry(
-                    id=new_id("rfd"),
-                    type=LedgerEntryType.REFUND,
-                    amount=-plan.from_credit,
-                    currency=payment.currency,
-                    at=now,
-                    actor=actor,
-                    payment_id=payment.id,
-                    reason=reason,
-                )
+            write = self._refund_write(payment, record, plan, invoices, credit, now)
             try:
-                return self._repo.record_refund(RefundWrite(payment, record, debits, entry))
+                return self._repo.record_refund(write)
             except StaleWriteError:
+                pause_before_retry(attempt)
                 continue
         raise ConflictError("The account is changing too fast; the refund will be retried.")
+
+    @staticmethod
+    def _refund_write(
+        payment: Payment,
+        record: RefundRecord,
+        plan: TakeBack,
+        invoices: dict[str, Invoice],
+        credit: Credit,
+        now: str,
+    ) -> RefundWrite:
+        """The one transaction of a take-back, conditioned on everything the plan was made
+        from: the payment's refunds, each invoice's amount_paid, the credit's version."""
+        debits = [
+            InvoiceDebit(
+                invoice_id=a.invoice_id,
+                amount=a.amount,
+                seen_amount_paid=invoices[a.invoice_id].amount_paid,
+                new_status=status_after(
+                    invoices[a.invoice_id].total, invoices[a.invoice_id].amount_paid - a.amount
+                ),
+                ref=InvoicePaymentRef(record.id, -a.amount, "refund", now),
+                due_date=invoices[a.invoice_id].due_date,
+            )
+            for a in plan.from_invoices
+        ]
+        change = None
+        if plan.from_lots:
+            entry = LedgerEntry(
+                id=new_id("rfd"),
+                type=LedgerEntryType.REFUND,
+                amount=-plan.from_credit,
+                currency=payment.currency,
+                at=now,
+                actor=record.actor,
+                payment_id=payment.id,
+                reason=record.reason,
+            )
+            change = CreditChange(entry, credit, take(credit, plan.from_lots))
+        return RefundWrite(payment, record, debits, change)
 
     # -- Stripe's events -----------------------------------------------------------------
 
@@ -328,12 +458,13 @@ class RefundService:
 
     def refund_changed(self, link: StripeObjectLink, snapshot: RefundSnapshot) -> bool:
         """A refund as Stripe reports it now (refund.*, charge.refund.updated, or listed by
-        charge.refunded). Unknown here: recorded (a dashboard refund; failed, it takes nothing).
-        Known: its status moves forward, and if it failed what it took back is given back.
+        charge.refunded), or our own request's answer. Unknown here: recorded (a dashboard
+        refund; failed, it takes nothing). Known: its status moves forward (a reservation is
+        confirmed with Stripe's id), and if it failed what it took back is given back.
         False when nothing changed (a duplicate, a late or reordered event)."""
-        for _ in range(RECORD_ATTEMPTS):
+        for attempt in range(RECORD_ATTEMPTS):
             payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)
-            index = next((i for i, r in enumerate(payment.refunds) if r.key == snapshot.id), None)
+            index = _index_of(payment, snapshot)
             if index is None:
                 return self._record_reported(link, payment, snapshot)
             recorded = payment.refunds[index]
@@ -342,6 +473,7 @@ class RefundService:
             try:
                 self._repo.record_refund_outcome(self._outcome(payment, index, snapshot))
             except StaleWriteError:
+                pause_before_retry(attempt)
                 continue
             return True
         raise ConflictError("The account is changing too fast; the event will be retried.")
@@ -371,9 +503,15 @@ class RefundService:
         self, payment: Payment, index: int, snapshot: RefundSnapshot
     ) -> RefundOutcomeWrite:
         recorded = payment.refunds[index]
+        # A reservation learns Stripe's id from Stripe's answer or event (not from a refusal,
+        # which names our own key: no refund exists at Stripe then).
+        stripe_id = recorded.stripe_refund_id or (
+            snapshot.id if snapshot.id != recorded.key else None
+        )
         if not snapshot.has_failed:
-            # pending -> succeeded: the money had been taken back already; only the status moves.
-            moved = replace(recorded, status=snapshot.status)
+            # reserved/pending -> succeeded: the money was taken back already; only the status
+            # (and Stripe's id) moves.
+            moved = replace(recorded, status=snapshot.status, stripe_refund_id=stripe_id)
             return RefundOutcomeWrite(payment, index, moved, [], None)
         now = self._clock.now()
         invoices: dict[str, Invoice] = {}
@@ -394,7 +532,7 @@ class RefundService:
                     ref=InvoicePaymentRef(recorded.id, a.amount, "refund_failed", now),
                 )
             )
-        entry = None
+        change = None
         if give_back.to_credit:
             entry = LedgerEntry(
                 id=new_id("rff"),
@@ -406,15 +544,24 @@ class RefundService:
                 payment_id=payment.id,
                 reason=snapshot.failure_reason or snapshot.status,
             )
+            # Back into the lots it came from (their dates keep their place, oldest first);
+            # what an invoice can no longer take joins the payment's own lot.
+            seen = self._repo.get_credit(payment.clinic_id, payment.patient_id, payment.currency)
+            new = put_back(seen, recorded.from_lots)
+            overflow = give_back.to_credit - sum(t.amount for t in recorded.from_lots)
+            if overflow > 0:
+                new = add_to_lot(new, payment.id, overflow, now)
+            change = CreditChange(entry, seen, new)
         failed = replace(
             recorded,
+            stripe_refund_id=stripe_id,
             status=snapshot.status,
             failure_reason=snapshot.failure_reason,
             failed_at=now,
             returned_to_invoices=give_back.to_invoices,
             returned_to_credit=give_back.to_credit,
         )
-        return RefundOutcomeWrite(payment, index, failed, credits, entry)
+        return RefundOutcomeWrite(payment, index, failed, credits, change)
 
     def dispute_changed(self, link: StripeObjectLink, snapshot: DisputeSnapshot) -> None:
         payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)

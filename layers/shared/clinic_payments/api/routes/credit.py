@@ -13,6 +13,7 @@ from clinic_payments.api.models import (
     ActivityOut,
     AdjustmentRequest,
     ApplyCreditRequest,
+    CreditLotOut,
     CreditOut,
     InvoiceOut,
     PaymentOut,
@@ -48,6 +49,7 @@ def credit_router() -> APIGatewayHttpRouter:
             CreditOut(
                 currency=str(credit.currency),
                 balance=credit.balance,
+                lots=[CreditLotOut(id=lot.id, amount=lot.amount, at=lot.at) for lot in credit.lots],
                 activity=[activity_out(e) for e in page.items],
                 next_cursor=page.next_cursor,
             )

@@ -110,6 +110,7 @@ def refund_router() -> APIGatewayHttpRouter:
             request.amount,
             request.reason,
             resource_id(router),
+            take_credit_first=request.take_credit_first,
         )
         metrics.add_metric(name="Refund", unit="Count", value=1)
         return ok(payment_response(payment, caller), 201)

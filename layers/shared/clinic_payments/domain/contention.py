@@ -1,0 +1,23 @@
+"""Optimistic writes that lost a race: how often to try again, and how long to wait between.
+
+Every credit movement is written on the credit item's version as read (credit_lots.py), so
+writers of one patient's credit that overlap make each other re-read and re-plan. A short
+jittered pause spreads the next attempts out, so a burst of them does not collide again and
+again (what DynamoDB's own guidance for transaction conflicts recommends).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Final
+
+WRITE_ATTEMPTS: Final = 16
+_FIRST_PAUSE: Final = 0.005  # seconds
+_LONGEST_PAUSE: Final = 0.25
+
+
+def pause_before_retry(attempt: int) -> None:
+    """Sleep a random time up to an exponentially growing bound (full jitter)."""
+    bound = min(_FIRST_PAUSE * 2**attempt, _LONGEST_PAUSE)
+    time.sleep(random.uniform(0, bound))  # noqa: S311 - spreading retries, not a secret
