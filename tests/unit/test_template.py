@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import tomllib
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -594,3 +595,19 @@ def test_tracing_is_on_in_aws_and_off_locally(template: dict[str, Any]) -> None:
     assert handler_env("http://127.0.0.1:1", None)["POWERTOOLS_TRACE_DISABLED"] == "true"
     # The AWS SDK (DynamoDB) and stripe-python's HTTP client are traced below each handler.
     assert set(observability.TRACED_MODULES) == {"botocore", "requests"}
+
+
+def test_samconfig_overrides_name_template_parameters_with_allowed_values(
+    template: dict[str, Any],
+) -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+    for env in ("dev", "prod"):
+        overrides = config[env]["deploy"]["parameters"]["parameter_overrides"]
+        values = dict(item.split("=", 1) for item in overrides)
+        assert "AlarmEmail" in values, env
+        for name, value in values.items():
+            parameter = template["Parameters"][name]
+            if "AllowedPattern" in parameter:
+                assert re.fullmatch(parameter["AllowedPattern"], value), (env, name)
+            if "AllowedValues" in parameter:
+                assert value in parameter["AllowedValues"], (env, name)
