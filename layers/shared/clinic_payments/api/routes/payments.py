@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 from clinic_payments.api.auth import PATIENT_OR_STAFF, STAFF, current_caller, guarded
 from clinic_payments.api.idempotency import idempotent, resource_id
 from clinic_payments.api.models import CreatePaymentRequest, PaymentOut, RefundRequest
-from clinic_payments.api.observability import logger, metrics
+from clinic_payments.api.observability import count_payment, logger, metrics
 from clinic_payments.api.presenters import may_see_client_secret, payment_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
 from clinic_payments.domain.allocation import RequestedAllocation
@@ -78,7 +78,7 @@ def payment_writer() -> APIGatewayHttpRouter:
             ),
             payment_id,
         )
-        metrics.add_metric(name=f"Payment_{payment.status.value}", unit="Count", value=1)
+        count_payment(payment.status.value)
         return ok(payment_response(payment, caller), 201)
 
     return router
