@@ -7,7 +7,7 @@ import secrets
 import pytest
 
 from tests.conftest import Api
-from tests.integration.test_daily_audit import emitted
+from tests.integration.test_daily_audit_function import emitted
 
 pytestmark = pytest.mark.integration
 
