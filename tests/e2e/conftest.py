@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 ACCOUNT_ID = "main"
 POLL_TIMEOUT = 15.0
 POLL_STEP = 0.2
-# Nothing the API answers may carry a stack trace or a secret key.
-FORBIDDEN_IN_BODIES = re.compile(r"Traceback|sk_(test|live)_|rk_(test|live)_|whsec_")
+# Nothing the API answers may carry a stack trace or a secret key. A key is its prefix and more:
+# a message that names the prefix ("must start with whsec_.") carries no key.
+FORBIDDEN_IN_BODIES = re.compile(r"Traceback|(sk|rk)_(test|live)_\w|whsec_\w")
 
 T = TypeVar("T")
 

@@ -259,10 +259,16 @@ def test_swagger_ui_is_served_as_html(http_clinic: HttpClinic) -> None:
     assert "swagger" in reply.text.lower(), reply.text[:500]
 
 
-def test_no_response_of_this_module_carried_a_traceback_or_a_key(http_clinic: HttpClinic) -> None:
-    """Every reply is checked as it arrives; this sweeps them all once more (runs last)."""
-    assert len(http_clinic.received) > 20
-    for seen in http_clinic.received:
-        assert FORBIDDEN_IN_BODIES.search(seen.text) is None, seen
-        assert http_clinic.secret_key not in seen.text, seen
-        assert http_clinic.webhook_secret not in seen.text, seen
+def test_every_reply_is_checked_for_a_traceback_and_this_clinics_keys(
+    http_clinic: HttpClinic,
+) -> None:
+    """`http()` checks each reply of the API as it arrives, in whatever test and order it comes:
+    the pattern it checks with finds a traceback and every key this clinic was seeded with."""
+    for leaked in (
+        "Traceback (most recent call last):",
+        http_clinic.secret_key,
+        http_clinic.webhook_secret,
+    ):
+        assert FORBIDDEN_IN_BODIES.search(json.dumps({"error": leaked})) is not None, leaked
+    # A message naming a key's prefix carries no key (the fuzzer meets it on stripe-accounts).
+    assert FORBIDDEN_IN_BODIES.search("webhook_secret must start with whsec_.") is None

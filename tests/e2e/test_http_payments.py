@@ -277,12 +277,3 @@ def test_tenancy_is_checked_before_the_body_is_validated(http_clinic: HttpClinic
     patient_token = clinic.patient_token(patient)
     reply = clinic.request("POST", path, token=patient_token, body=invalid)
     assert_envelope(reply, 403, "forbidden")
-
-
-def test_no_response_of_this_module_carried_a_traceback_or_a_key(http_clinic: HttpClinic) -> None:
-    """Every reply is checked as it arrives; this sweeps them all once more (runs last)."""
-    assert len(http_clinic.received) > 20
-    for seen in http_clinic.received:
-        assert "Traceback" not in seen.text, seen
-        assert "sk_test_" not in seen.text, seen
-        assert "whsec_" not in seen.text, seen
