@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+import secrets
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,7 +17,15 @@ from tests.e2e.conftest import (
     assert_envelope,
     http,
     new_patient,
+    seed_clinic,
 )
+from tests.support.mailbox import sent_emails
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from local.gateway import LocalGateway
+    from tests.conftest import Stack
 
 pytestmark = pytest.mark.e2e
 
@@ -222,6 +231,48 @@ def test_a_body_nested_ten_thousand_deep_is_a_400_on_every_route(http_clinic: Ht
             assert_envelope(reply, 400, "validation_error")
     assert tried > 10
     assert clinic.invoices(patient)["items"] == []
+
+
+@pytest.mark.parametrize(
+    "domain",
+    [
+        "@\x1eexample.com",
+        "@example.com\nBcc: all@example.com",
+        "@example.com\u2028",
+        ",other@example.com",
+        "<other@example.com",
+        "(x)@example.com",
+    ],
+    ids=["record-sep", "newline-header", "line-sep", "comma", "angle", "comment"],
+)
+def test_an_emailed_field_that_would_break_the_headers_is_a_422(
+    stack: Stack, gateway: LocalGateway, jwt_key: rsa.RSAPrivateKey, domain: str
+) -> None:
+    """Addresses and the clinic's name go into email headers: Python's email package takes a
+    control character for a line break and raises (the fuzzer's 500 on payment-requests), and
+    `,` `<` `(` name other recipients or none (SES refuses: the fuzzer's 503). Each is a 422 at
+    the edge, and nothing is sent."""
+    clinic, patient = seed_clinic(stack, gateway, jwt_key), new_patient()
+    admin = clinic.token("admin", sub="e2e-admin")
+    settings_path = f"/v1/clinics/{clinic.clinic_id}/settings"
+    settings = {"clinic_name": "E2E Physiotherapy", "email_pay_online_requests": True}
+    reply = clinic.request("PUT", settings_path, token=admin, body=settings)
+    assert reply.status == 200, reply
+    reply = clinic.request(
+        "PUT", settings_path, token=admin, body={**settings, "clinic_name": "E2E\nBcc: x@y.z"}
+    )
+    assert_envelope(reply, 422, "validation_error")
+    invoice = clinic.create_invoice(patient, [LINE])
+    reply = clinic.request(
+        "POST",
+        clinic.patient_path(patient, f"/invoices/{invoice['id']}/payment-requests"),
+        body={"email": patient + domain},
+        token=clinic.staff_token(),
+        headers={"Idempotency-Key": f"e2e-{secrets.token_hex(8)}"},
+    )
+    error = assert_envelope(reply, 422, "validation_error")
+    assert "email" in [d.get("field") for d in error["details"]], error
+    assert sent_emails(stack.moto_url, patient) == []
 
 
 # -- 9. operations routes ----------------------------------------------------------------------

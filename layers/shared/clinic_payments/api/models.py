@@ -34,7 +34,21 @@ def _stripe_currency(value: str) -> str:
 Currency = Annotated[
     str, StringConstraints(pattern=r"^[a-z]{3}$"), AfterValidator(_stripe_currency)
 ]
-Email = Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=254)]
+# Both go into email headers. There a control character is a line break to Python's email
+# package (str.splitlines: \x1c-\x1e too), so a 500, and an address with `,` `<` `(` or `"`
+# names other recipients or none, so SES refuses it (503) or mails someone else. An address is
+# a dot-atom local part (RFC 5322 atext, ASCII as SES needs) at a host name with a dot.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+Email = Annotated[
+    str,
+    StringConstraints(
+        pattern=rf"^{_ATEXT}(?:\.{_ATEXT})*@{_LABEL}(?:\.{_LABEL})+$", max_length=254
+    ),
+]
+HeaderText = Annotated[
+    str, StringConstraints(pattern=r"^[^\x00-\x1f\x7f\x85\u2028\u2029]*$", max_length=200)
+]
 
 
 class Strict(BaseModel):
@@ -118,7 +132,7 @@ class FeeRateModel(Strict):
 
 
 class SettingsRequest(Strict):
-    clinic_name: Annotated[str, StringConstraints(max_length=200)] = ""
+    clinic_name: HeaderText = ""
     currency: Currency = "usd"
     accept_portal_payments: Annotated[bool, Field(strict=True)] = True
     allow_credit_topups: Annotated[bool, Field(strict=True)] = False
