@@ -27,6 +27,7 @@ from clinic_payments.api.errors import (
     status_for,
 )
 from clinic_payments.api.observability import logger
+from clinic_payments.api.request_scope import RequestScopedResolver
 from clinic_payments.domain.errors import DomainError, PaymentError, ServiceUnavailableError
 
 
@@ -102,7 +103,8 @@ def error_response(app: APIGatewayHttpResolver, exc: DomainError) -> Response[An
 def build_resolver(*routers: APIGatewayHttpRouter) -> APIGatewayHttpResolver:
     # debug=False always: Powertools' debug mode writes tracebacks into 500 responses.
     # Validation runs per route after the access check (see auth.guarded), not globally.
-    app = APIGatewayHttpResolver(enable_validation=False, debug=False)
+    # Request-scoped: the event and context belong to the invocation, not the process.
+    app = RequestScopedResolver(enable_validation=False, debug=False)
     for router in routers:
         app.include_router(router)
 
