@@ -546,7 +546,7 @@ class InMemoryPaymentsRepository:
         )
 
     def _write_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> None:
-        new = change.new
+        new = replace(change.new, version=change.seen.version + 1)
         if new.balance < 0 or any(lot.amount < 0 for lot in new.lots):
             raise ValueError("a credit movement planned below zero")  # as the adapter
         self.credits[(clinic_id, patient_id, change.entry.currency)] = copy.deepcopy(new)

@@ -43,6 +43,7 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.money import fee_for
 from clinic_payments.domain.paying import ConsentGiven, PaymentRequest
 from clinic_payments.domain.ports import SettlementWrite, StripeObjectLink
+from clinic_payments.domain.refunding import RefundService
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -634,7 +635,9 @@ def assert_money_invariant(world: World, in_doubt: set[str]) -> None:
             refs = inv.payments
             assert inv.amount_paid == sum(r.amount for r in refs), inv.id
             assert 0 <= inv.amount_paid <= inv.total, inv.id
-            assert len({r.payment_id for r in refs}) == len(refs), f"{inv.id} counted twice"
+            # A refund's line and the line of its failure are two movements of one refund id.
+            moves = {(r.payment_id, r.method) for r in refs}
+            assert len(moves) == len(refs), f"{inv.id} counted twice"
             if inv.status is InvoiceStatus.VOID:
                 assert inv.amount_paid == 0
             else:
@@ -646,7 +649,10 @@ def assert_money_invariant(world: World, in_doubt: set[str]) -> None:
     ledger = {key: list(entries) for key, entries in repo.ledger.items()}
     for p in payments.values():
         credited = sum(
-            e.amount for e in ledger.get((p.clinic_id, p.patient_id), []) if e.payment_id == p.id
+            e.amount
+            for e in ledger.get((p.clinic_id, p.patient_id), [])
+            if e.payment_id == p.id
+            and e.type in (LedgerEntryType.TOPUP, LedgerEntryType.OVERPAYMENT)
         )
         if p.status is PaymentStatus.SUCCEEDED:
             applied = sum(a.amount for a in p.allocations)
@@ -698,6 +704,7 @@ class PaymentsMachine(RuleBasedStateMachine):
             for module in (
                 "clinic_payments.domain.invoices",
                 "clinic_payments.domain.paying",
+                "clinic_payments.domain.refunding",
                 __name__,
             )
         ]
@@ -1046,6 +1053,77 @@ class PaymentsMachine(RuleBasedStateMachine):
             assert before + amount < 0
             return
         assert self.world.repo.get_credit(CLINIC, patient, "usd").balance == before + amount
+
+    # -- refunds (issue 8): all of it taken back, before Stripe, whatever lands meanwhile -----
+
+    @rule(
+        data=st.data(),
+        ask=st.none() | st.integers(1, 30_000),
+        credit_first=st.booleans(),
+        rival=st.sampled_from(["none", "apply", "adjust", "stripe_refuses"]),
+    )
+    def refund(self, data: st.DataObject, ask: int | None, credit_first: bool, rival: str) -> None:
+        world = self.world
+        candidates = sorted(
+            (
+                p
+                for p in world.repo.all_payments()
+                if p.status is PaymentStatus.SUCCEEDED
+                and p.amount_received > p.refunded_amount
+                and p.dispute is None
+            ),
+            key=lambda p: p.id,
+        )
+        if not candidates:
+            return
+        payment = data.draw(st.sampled_from(candidates))
+        patient = payment.patient_id
+
+        def rival_moves_while_stripe_refunds() -> None:
+            world.gateway.before_refund = None  # once
+            with contextlib.suppress(DomainError):
+                if rival == "apply" and self.payable(patient):
+                    target = self.payable(patient)[0]
+                    world.credit.apply(STAFF, CLINIC, patient, target, None, new_id("cra"))
+                elif rival == "adjust":
+                    world.credit.adjust(
+                        STAFF, CLINIC, patient, -500, "race", payment.currency, new_id("adj")
+                    )
+
+        if rival == "stripe_refuses":
+            world.gateway.refuse_refunds.append(PaymentFailedError("Refused by Stripe."))
+        else:
+            world.gateway.before_refund = rival_moves_while_stripe_refunds
+        service = RefundService(world.repo, world.stripe, world.clock)
+        try:
+            after = service.refund(
+                STAFF,
+                CLINIC,
+                patient,
+                payment.id,
+                ask,
+                "requested_by_customer",
+                new_id("ref"),
+                take_credit_first=credit_first,
+            )
+        except ConflictError:
+            event("a refund was refused (409)")
+            assert world.stored_payment(payment.id, patient).refunds == payment.refunds
+            return
+        except PaymentFailedError:
+            assert rival == "stripe_refuses"
+            assert payment.method is PaymentMethodType.CARD
+            # Released: it counts for nothing, and gave back exactly what it reserved.
+            stored = world.stored_payment(payment.id, patient)
+            assert stored.refunded_amount == payment.refunded_amount
+            return
+        finally:
+            world.gateway.before_refund = None
+            world.gateway.refuse_refunds.clear()
+        event(f"a refund went through ({payment.method.value})")
+        wanted = payment.amount_received - payment.refunded_amount if ask is None else ask
+        assert after.refunded_amount == payment.refunded_amount + wanted
+        assert [r.uncovered for r in after.refunds] == [0] * len(after.refunds)
 
     @invariant()
     def money_is_neither_lost_nor_counted_twice(self) -> None:

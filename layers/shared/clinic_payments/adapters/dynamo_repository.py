@@ -666,7 +666,7 @@ class DynamoPaymentsRepository:
         planned lot by lot from that credit, so whatever moved it since (a refund, an
         application, a settlement) fails the whole transaction and the service plans again.
         That is the balance and lots check, in the write itself."""
-        new = change.new
+        new = replace(change.new, version=change.seen.version + 1)
         if new.balance < 0 or any(lot.amount < 0 for lot in new.lots):
             raise ValueError("a credit movement planned below zero")  # a bug, never a race
         put: dict[str, Any] = {

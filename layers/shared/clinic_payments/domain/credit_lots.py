@@ -26,13 +26,9 @@ def oldest_first(lots: tuple[CreditLot, ...]) -> tuple[CreditLot, ...]:
 
 
 def _with_lots(credit: Credit, lots: list[CreditLot], delta: int) -> Credit:
+    """Balance and lots after a change; the version is the write's to move (once a movement)."""
     kept = tuple(lot for lot in lots if lot.amount != 0)
-    return replace(
-        credit,
-        balance=credit.balance + delta,
-        version=credit.version + 1,
-        lots=oldest_first(kept),
-    )
+    return replace(credit, balance=credit.balance + delta, lots=oldest_first(kept))
 
 
 def add_to_lot(credit: Credit, lot_id: str, amount: int, at: str) -> Credit:
