@@ -1,15 +1,17 @@
 """What API Gateway HTTP API does in front of the functions, on 127.0.0.1.
 
 Route matching from template.yaml, the JWT authorizer (with its quirks: every claim value a
-string, arrays as "[a b]"), the payload format 2.0 event, the handler called in-process with a
-Lambda-like context (one event at a time per function), and the v2 response mapped to HTTP.
+string, arrays as "[a b]"), the payload format 2.0 event, and the v2 response mapped to HTTP.
+Each function runs as Lambda runs it: in warm containers, here worker processes
+(`local.workers`), several of one function at once when requests overlap (up to
+`max_workers_per_function`, then queued), each container one event at a time and isolated from
+the others. A function that raises, dies or outlives its timeout is API Gateway's 500.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import importlib
 import json
 import re
 import sys
@@ -17,30 +19,34 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import ModuleType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from local.template import ROOT, Route
+from local.lambda_runtime import ACCOUNT_ID, LAMBDA_TIMEOUT_SECONDS, LambdaContext
+from local.template import Route
 from local.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER
+from local.workers import (
+    FunctionPool,
+    InvocationContext,
+    InvocationError,
+    InvocationTimeout,
+    PoolClosed,
+)
 
-# Lambda puts the layer's python/ folder (/opt/python) and the function's folder on sys.path;
-# here the layer's source folder and the repository root (functions.<name>.app) stand in.
-for _path in (str(ROOT / "layers" / "shared"), str(ROOT)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
+__all__ = ["LambdaContext", "LocalGateway", "stringify_claim", "to_http_response"]
 
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
-LAMBDA_TIMEOUT_SECONDS = 29.0
-ACCOUNT_ID = "123456789012"
-REGION = "us-east-1"
+# An HTTP API gives up on its integration after 30 s (503); a function timing out before that is
+# a function error (500).
+INTEGRATION_TIMEOUT_SECONDS = 30.0
+MAX_WORKERS_PER_FUNCTION = 4
 _TEXT_TYPES = {
     "application/json",
     "application/javascript",
@@ -49,37 +55,7 @@ _TEXT_TYPES = {
     "application/yaml",
 }
 
-Handler = Callable[[dict[str, Any], Any], Any]
 PublicKey = rsa.RSAPublicKey | str | bytes
-
-
-@dataclass
-class LambdaContext:
-    """The parts of the Lambda context object handlers and Powertools read."""
-
-    function_name: str
-    aws_request_id: str
-    memory_limit_in_mb: int = 512
-    function_version: str = "$LATEST"
-    deadline: float = field(default_factory=lambda: time.monotonic() + LAMBDA_TIMEOUT_SECONDS)
-    identity: Any = None
-    client_context: Any = None
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        day = datetime.now(UTC).strftime("%Y/%m/%d")
-        return f"{day}/[{self.function_version}]{self.aws_request_id.replace('-', '')}"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
 
 
 @dataclass(frozen=True)
@@ -178,6 +154,8 @@ class LocalGateway:
         issuer: str = LOCAL_ISSUER,
         audience: str | Sequence[str] = LOCAL_AUDIENCE,
         public_key: PublicKey | None = None,
+        timeout_seconds: float = LAMBDA_TIMEOUT_SECONDS,
+        max_workers_per_function: int = MAX_WORKERS_PER_FUNCTION,
     ) -> None:
         if host != "127.0.0.1":
             raise ValueError("the local gateway only binds 127.0.0.1")
@@ -195,9 +173,11 @@ class LocalGateway:
         self._issuer = issuer
         self._audience = [audience] if isinstance(audience, str) else list(audience)
         self._public_key = public_key
-        self._modules: dict[str, ModuleType] = {}
-        self._modules_lock = threading.Lock()
-        self._function_locks: dict[str, threading.Lock] = {}
+        self._timeout = timeout_seconds
+        self._max_workers = max_workers_per_function
+        self._pools: dict[str, FunctionPool] = {}
+        self._pools_lock = threading.Lock()
+        self._stopping = False
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -209,6 +189,7 @@ class LocalGateway:
         server = ThreadingHTTPServer((self._host, self._port), _make_handler(self))
         server.daemon_threads = True
         self._server = server
+        self._stopping = False
         self._thread = threading.Thread(
             target=server.serve_forever, name="local-gateway", kwargs={"poll_interval": 0.2}
         )
@@ -232,9 +213,21 @@ class LocalGateway:
             return
         server.shutdown()
         server.server_close()
+        with self._pools_lock:
+            # no container starts after this, even for a request still being read
+            self._stopping = True
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.close()
         if thread is not None:
             thread.join(timeout=10)
         self._server = self._thread = None
+
+    def worker_pids(self, function: str) -> list[int]:
+        """The processes of a function's warm containers (for tests of the isolation)."""
+        with self._pools_lock:
+            pool = self._pools.get(function)
+        return pool.pids() if pool is not None else []
 
     def __enter__(self) -> LocalGateway:
         return self.start()
@@ -361,23 +354,22 @@ class LocalGateway:
         return event
 
     def invoke(self, route: Route, event: dict[str, Any]) -> Any:
-        """Call the route's handler as Lambda would: one event at a time per function."""
-        with self._modules_lock:
-            lock = self._function_locks.setdefault(route.function, threading.Lock())
-        with lock:
-            module = self._module(route.module)
-            handler: Handler = module.lambda_handler
-            context = LambdaContext(function_name=route.function, aws_request_id=str(uuid.uuid4()))
-            return handler(event, context)
-
-    def _module(self, name: str) -> ModuleType:
-        with self._modules_lock:
-            module = self._modules.get(name)
-        if module is None:
-            module = importlib.import_module(name)
-            with self._modules_lock:
-                self._modules[name] = module
-        return module
+        """Run the route's function on one of its warm containers, as Lambda would; the
+        function's errors raise InvocationError or InvocationTimeout."""
+        with self._pools_lock:
+            pool = self._pools.get(route.function)
+            if pool is None:
+                if self._stopping:
+                    raise PoolClosed
+                pool = FunctionPool(route.function, route.module, self._max_workers)
+                self._pools[route.function] = pool
+        deadline = time.time() + min(self._timeout, INTEGRATION_TIMEOUT_SECONDS)
+        context = InvocationContext(
+            function_name=route.function,
+            aws_request_id=str(uuid.uuid4()),
+            deadline_ms=int(deadline * 1000),
+        )
+        return pool.invoke(event, context)
 
     def handle(self, request: BaseHTTPRequestHandler, body: bytes) -> _Response:
         """One request, its body already read: route, authorize, invoke, map the response."""
@@ -394,8 +386,21 @@ class LocalGateway:
         event = self.build_event(request, compiled, params, body, claims)
         try:
             result = self.invoke(compiled.route, event)
+        except InvocationTimeout:
+            if self._timeout < INTEGRATION_TIMEOUT_SECONDS:
+                # Lambda stopped the function: a function error, as any other
+                sys.stderr.write(f"Task timed out after {self._timeout:.2f} seconds\n")
+                return _message(500, "Internal Server Error")
+            return _message(503, "Service Unavailable")
+        except InvocationError as err:
+            # the traceback went to the log with the function's output; this is the runtime's line
+            sys.stderr.write(f"{compiled.route.function}: {err}\n")
+            return _message(500, "Internal Server Error")
+        except PoolClosed:
+            return _message(503, "Service Unavailable")
+        try:
             response = to_http_response(result)
-        except Exception:  # noqa: BLE001 - any handler failure is API Gateway's 500
+        except Exception:  # noqa: BLE001 - a malformed Lambda response is API Gateway's 500
             traceback.print_exc(file=sys.stderr)
             return _message(500, "Internal Server Error")
         response.headers.append(("apigw-requestid", event["requestContext"]["requestId"]))

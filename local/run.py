@@ -1,7 +1,8 @@
 """`make run`: the whole API on 127.0.0.1, seeded with a demo clinic.
 
 moto (DynamoDB, Secrets Manager) + the Stripe fake + the local gateway serving template.yaml's
-routes in-process. Ports come from API_PORT (3000), STRIPE_PORT (8420) and MOTO_PORT (5000).
+routes, each function in its own worker processes, started on first use. Ports come from
+API_PORT (3000), STRIPE_PORT (8420) and MOTO_PORT (5000).
 Ctrl-C or SIGTERM stops everything and exits 0.
 
 `--stripe test` (`make run STRIPE=test`): no fake; the demo clinic gets the developer's own

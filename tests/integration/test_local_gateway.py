@@ -5,38 +5,56 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import secrets
 import socket
-import threading
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from local.gateway import MAX_BODY_BYTES, LocalGateway
-from local.template import Route
+from local.template import ROOT, Route
 from local.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER, generate_key, issue_token
-from tests.integration import _gateway_probe_app as probe
+from tests.conftest import Stack
 
 pytestmark = pytest.mark.integration
 
 PROBE = "tests.integration._gateway_probe_app"
+LAYER_PROBE = "tests.integration._gateway_layer_probe_app"
+# Bounds on a broken run, never measurements: a rendezvous gives up after MEET_SECONDS, and a
+# worker whose gateway was killed has ORPHAN_SECONDS to notice.
+MEET_SECONDS = 30
+ORPHAN_SECONDS = 15
 ROUTES = [
     Route("GET", "/probe/{thing}/items/{item_id}", "ProbeFunction", PROBE, False),
     Route("GET", "/probe/fixed/items/{item_id}", "FixedFunction", PROBE, False),
     Route("POST", "/probe/{thing}/items", "ProbeFunction", PROBE, False),
     Route("GET", "/public/echo", "PublicFunction", PROBE, True),
     Route("POST", "/public/echo", "PublicFunction", PROBE, True),
-    Route("GET", "/public/boom", "PublicFunction", PROBE, True),
     Route("GET", "/public/plain", "PublicFunction", PROBE, True),
     Route("GET", "/public/cookies", "PublicFunction", PROBE, True),
     Route("GET", "/public/binary", "PublicFunction", PROBE, True),
-    Route("GET", "/public/wait", "WaiterFunction", PROBE, True),
-    Route("GET", "/public/signal", "SignalFunction", PROBE, True),
-    Route("GET", "/public/same/signal", "WaiterFunction", PROBE, True),
+    Route("GET", "/public/print", "PublicFunction", PROBE, True),
+    Route("GET", "/public/not-json", "PublicFunction", PROBE, True),
+    Route("GET", "/public/boom", "BoomFunction", PROBE, True),
+    Route("GET", "/public/boom/container", "BoomFunction", PROBE, True),
+    Route("GET", "/public/meet", "MeetFunction", PROBE, True),
+    Route("GET", "/public/meet-too", "OtherMeetFunction", PROBE, True),
+    Route("GET", "/public/container", "ContainerFunction", PROBE, True),
+    Route("GET", "/public/other/container", "OtherContainerFunction", PROBE, True),
+    Route("GET", "/public/exit", "ExitFunction", PROBE, True),
+    Route("GET", "/public/exit/container", "ExitFunction", PROBE, True),
+    Route("GET", "/public/sleep", "SleepFunction", PROBE, True),
+    Route("GET", "/public/sleep/container", "SleepFunction", PROBE, True),
 ]
 
 Response = tuple[int, http.client.HTTPMessage, bytes]
@@ -296,32 +314,236 @@ def test_base64_response_body_is_decoded(gateway: LocalGateway) -> None:
     assert body == b"\x00\xffbinary"
 
 
-def _wait_in_background(gw: LocalGateway, results: list[Response]) -> threading.Thread:
-    thread = threading.Thread(
-        target=lambda: results.append(call(gw, "GET", "/public/wait?timeout=1.5"))
+def _get_json(gw: LocalGateway, path: str) -> dict[str, Any]:
+    status, _, body = call(gw, "GET", path)
+    assert status == 200, body
+    data: dict[str, Any] = json.loads(body)
+    return data
+
+
+def _side_by_side(gw: LocalGateway, paths: list[str]) -> list[dict[str, Any]]:
+    """GET each path from its own thread, all at once; the answers in the order of `paths`."""
+    with ThreadPoolExecutor(len(paths)) as pool:
+        return list(pool.map(lambda path: _get_json(gw, path), paths))
+
+
+def _meet(path: str, folder: Path, n: int, name: str, wait: float = MEET_SECONDS) -> str:
+    return f"{path}?dir={quote(str(folder))}&n={n}&name={name}&wait={wait}"
+
+
+def test_requests_to_one_function_run_at_once_in_separate_containers(
+    gateway: LocalGateway, tmp_path: Path
+) -> None:
+    # Each request waits until all three are in flight: one event at a time per function would
+    # leave the first alone at the rendezvous.
+    answers = _side_by_side(
+        gateway, [_meet("/public/meet", tmp_path, 3, f"caller{i}") for i in range(3)]
     )
-    thread.start()
-    assert probe.waiting.wait(10), "the waiting handler never started"
-    return thread
+    assert [a["met"] for a in answers] == [True, True, True], answers
+    pids = {a["pid"] for a in answers}
+    assert len(pids) == 3, answers  # one container each, as Lambda scales out
+    assert set(gateway.worker_pids("MeetFunction")) >= pids
 
 
-def test_different_functions_run_concurrently(gateway: LocalGateway) -> None:
-    probe.reset()
-    results: list[Response] = []
-    waiter = _wait_in_background(gateway, results)
-    assert call(gateway, "GET", "/public/signal")[0] == 200
-    waiter.join(10)
-    assert json.loads(results[0][2]) == {"signalled": True}
+def test_different_functions_run_at_once(gateway: LocalGateway, tmp_path: Path) -> None:
+    answers = _side_by_side(
+        gateway,
+        [_meet("/public/meet", tmp_path, 2, "one"), _meet("/public/meet-too", tmp_path, 2, "two")],
+    )
+    assert [a["met"] for a in answers] == [True, True], answers
+    assert answers[0]["pid"] != answers[1]["pid"]
 
 
-def test_one_function_runs_one_event_at_a_time(gateway: LocalGateway) -> None:
-    probe.reset()
-    results: list[Response] = []
-    waiter = _wait_in_background(gateway, results)
-    # same function: this call waits for the running one, which therefore never sees the signal
-    assert call(gateway, "GET", "/public/same/signal")[0] == 200
-    waiter.join(10)
-    assert json.loads(results[0][2]) == {"signalled": False}
+def test_requests_beyond_the_cap_wait_for_a_free_container(
+    key: rsa.RSAPrivateKey, tmp_path: Path
+) -> None:
+    with LocalGateway(routes=ROUTES, public_key=key.public_key(), max_workers_per_function=1) as gw:
+        answers = _side_by_side(
+            gw, [_meet("/public/meet", tmp_path, 2, f"caller{i}", wait=1) for i in range(2)]
+        )
+    # The one container ran them in turn: the first was alone, the second found it done.
+    first, second = sorted(answers, key=lambda a: len(a["arrived"]))
+    assert (first["met"], len(first["arrived"])) == (False, 1), answers
+    assert (second["met"], second["arrived"]) == (True, ["caller0", "caller1"]), answers
+    assert first["pid"] == second["pid"]
+
+
+def test_a_warm_container_serves_the_next_request_and_keeps_its_state_to_itself(
+    gateway: LocalGateway,
+) -> None:
+    first = _get_json(gateway, "/public/container")
+    second = _get_json(gateway, "/public/container")
+    assert second["pid"] == first["pid"]  # warm: no new container for a request after another
+    assert second["events_seen"] == first["events_seen"] + 1
+    # Another function importing the same module has its own process and module state.
+    other = _get_json(gateway, "/public/other/container")
+    assert other["pid"] != first["pid"]
+    assert other["events_seen"] == 1
+    assert _get_json(gateway, "/public/container")["events_seen"] == second["events_seen"] + 1
+
+
+def test_a_container_gets_the_environment_of_the_gateway_process(
+    key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GATEWAY_PROBE_SETTING", "from-the-stack")
+    with LocalGateway(routes=ROUTES, public_key=key.public_key()) as gw:
+        assert _get_json(gw, "/public/container")["env"] == "from-the-stack"
+
+
+def test_function_output_reaches_the_gateway_log_before_its_response(
+    gateway: LocalGateway, capfd: pytest.CaptureFixture[str]
+) -> None:
+    capfd.readouterr()
+    status, _, body = call(gateway, "GET", "/public/print")
+    assert (status, json.loads(body)) == (200, {"printed": True})
+    out, err = capfd.readouterr()
+    assert "probe-stdout-marker " in out
+    assert "probe-stderr-marker" in err
+    assert "probe-stdout-marker" not in err
+
+
+def test_a_result_that_is_not_json_is_500(gateway: LocalGateway) -> None:
+    status, _, body = call(gateway, "GET", "/public/not-json")
+    assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+
+
+def test_a_function_whose_process_dies_is_500_and_its_container_replaced(
+    gateway: LocalGateway,
+) -> None:
+    before = _get_json(gateway, "/public/exit/container")["pid"]
+    status, _, body = call(gateway, "GET", "/public/exit")
+    assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+    assert not _alive(before)
+    after = _get_json(gateway, "/public/exit/container")
+    assert after["pid"] != before
+    assert after["events_seen"] == 1  # a cold start
+
+
+def test_a_function_past_its_timeout_is_500_and_its_container_replaced(
+    key: rsa.RSAPrivateKey, capfd: pytest.CaptureFixture[str]
+) -> None:
+    with LocalGateway(routes=ROUTES, public_key=key.public_key(), timeout_seconds=1) as gw:
+        before = _get_json(gw, "/public/sleep/container")["pid"]
+        status, _, body = call(gw, "GET", "/public/sleep?seconds=60")
+        assert (status, json.loads(body)) == (500, {"message": "Internal Server Error"})
+        assert "Task timed out after 1.00 seconds" in capfd.readouterr().err
+        assert not _alive(before)
+        assert _get_json(gw, "/public/sleep/container")["pid"] != before
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie left to an init that does not reap is not running)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def test_stop_ends_every_container(key: rsa.RSAPrivateKey, tmp_path: Path) -> None:
+    gw = LocalGateway(routes=ROUTES, public_key=key.public_key()).start()
+    try:
+        answers = _side_by_side(
+            gw, [_meet("/public/meet", tmp_path, 2, f"caller{i}") for i in range(2)]
+        )
+        pids = {a["pid"] for a in answers}
+        assert len(pids) == 2
+        assert all(_alive(pid) for pid in pids)
+    finally:
+        gw.stop()
+    assert not any(_alive(pid) for pid in pids)
+    assert gw.worker_pids("MeetFunction") == []
+
+
+_ORPHAN_SCRIPT = """
+import json, sys, time, urllib.request
+from local.gateway import LocalGateway
+from local.template import Route
+from local.tokens import generate_key
+route = Route("GET", "/public/container", "C", "tests.integration._gateway_probe_app", True)
+gw = LocalGateway(routes=[route], public_key=generate_key().public_key()).start()
+with urllib.request.urlopen(gw.url + "/public/container") as response:
+    print(json.loads(response.read())["pid"], flush=True)
+time.sleep(120)
+"""
+
+
+def test_containers_do_not_outlive_a_killed_gateway() -> None:
+    gateway_process = subprocess.Popen(
+        [sys.executable, "-c", _ORPHAN_SCRIPT],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gateway_process.stdout is not None
+        worker = int(gateway_process.stdout.readline())
+        assert _alive(worker)
+    finally:
+        gateway_process.kill()
+        gateway_process.wait()
+    deadline = time.monotonic() + ORPHAN_SECONDS
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker), "the worker outlived its gateway"
+
+
+def test_nothing_of_one_request_survives_into_the_next_in_a_warm_container(
+    stack: Stack, key: rsa.RSAPrivateKey, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Three requests one after another on the same container of a function built like the
+    project's: a caller, a pay-link-like Idempotency-Key scope and log keys each stay with
+    their own request."""
+    clinic = f"gw_{secrets.token_hex(4)}"
+    staff_path = f"/v1/clinics/{clinic}/patients/pat_1/probe-items"
+    routes = [
+        Route(
+            "POST",
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/probe-items",
+            "LayerProbeFunction",
+            LAYER_PROBE,
+            False,
+        ),
+        Route("POST", "/v1/probe-links/{token}/items", "LayerProbeFunction", LAYER_PROBE, True),
+    ]
+    json_type = ("Content-Type", "application/json")
+    key_header = ("Idempotency-Key", "same-key-every-time")
+
+    def post(path: str, note: str, token: str | None = None) -> dict[str, Any]:
+        body = json.dumps({"note": note}).encode()
+        status, _, raw = call(gw, "POST", path, body, [json_type, key_header], token)
+        assert status == 201, raw
+        answer: dict[str, Any] = json.loads(raw)
+        return answer
+
+    capfd.readouterr()
+    with LocalGateway(routes=routes, public_key=key.public_key()) as gw:
+        first = post(staff_path, "note-one", issue_token("staff", clinic, sub="staff-one", key=key))
+        link = post(f"/v1/probe-links/{secrets.token_hex(8)}/items", "note-two")
+        second = post(
+            staff_path, "note-three", issue_token("staff", clinic, sub="staff-two", key=key)
+        )
+    out = capfd.readouterr().out
+
+    assert first["pid"] == link["pid"] == second["pid"]  # one warm container served all three
+    assert first["context_keys"] == ["caller", "resource_id"]
+    assert link["context_keys"] == ["idempotency_scope", "resource_id"]  # no caller left over
+    assert second["context_keys"] == ["caller", "resource_id"]
+    assert (first["caller"], link["caller"], second["caller"]) == ("staff-one", None, "staff-two")
+    # Same key each time: scoped to its own caller or link, never to the one before (a leaked
+    # link scope would make the third request a reused key, a leaked caller a replay).
+    assert len({first["resource_id"], link["resource_id"], second["resource_id"]}) == 3
+    # Log keys appended by one request are gone when the next arrives, and from its log lines.
+    for found in (first, link, second):
+        assert "note" not in found["log_keys"]
+        assert "item_id" not in found["log_keys"]
+    lines = [json.loads(line) for line in out.splitlines() if '"probe item"' in line]
+    assert [(line["note"], line["item_id"]) for line in lines] == [
+        ("note-one", first["resource_id"]),
+        ("note-two", link["resource_id"]),
+        ("note-three", second["resource_id"]),
+    ]
+    assert len({line["correlation_id"] for line in lines}) == 3
 
 
 def test_access_log_has_no_headers_or_bodies(
