@@ -21,6 +21,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from local import gateway as gateway_module
 from local.gateway import MAX_BODY_BYTES, LocalGateway
 from local.template import ROOT, Route
 from local.tokens import LOCAL_AUDIENCE, LOCAL_ISSUER, generate_key, issue_token
@@ -429,6 +430,17 @@ def test_a_function_past_its_timeout_is_500_and_its_container_replaced(
         assert "Task timed out after 1.00 seconds" in capfd.readouterr().err
         assert not _alive(before)
         assert _get_json(gw, "/public/sleep/container")["pid"] != before
+
+
+def test_a_function_outliving_the_integration_timeout_is_503(
+    key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A function allowed longer than the HTTP API waits (30 s, shortened here): API Gateway
+    # gives up first and answers 503.
+    monkeypatch.setattr(gateway_module, "INTEGRATION_TIMEOUT_SECONDS", 1.0)
+    with LocalGateway(routes=ROUTES, public_key=key.public_key(), timeout_seconds=60) as gw:
+        status, _, body = call(gw, "GET", "/public/sleep?seconds=60")
+        assert (status, json.loads(body)) == (503, {"message": "Service Unavailable"})
 
 
 def _alive(pid: int) -> bool:
