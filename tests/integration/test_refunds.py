@@ -290,3 +290,54 @@ def test_a_refund_whose_answer_was_lost_is_not_made_twice(clinic, no_faults_left
     at_stripe = clinic.stripe().v1.refunds.list(params={"payment_intent": intent_id}).data
     assert len(at_stripe) == 1
     clinic.check_invariant("pat_a")
+
+
+def test_stripe_refusing_a_refund_releases_its_reservation_at_once(clinic, no_faults_left):
+    invoice, payment, intent_id = card_paid(clinic, 3000)
+    stripe_control.fault(
+        clinic.stack.stripe_url,
+        method="POST",
+        path_prefix="/v1/refunds",
+        mode="error_before",
+        status=400,  # Stripe refuses the request: no refund exists there
+    )
+    status, body = refund(clinic, payment["id"], {"amount": 1000, "reason": "x"})
+    assert (status, body["error"]["code"]) == (402, "payment_failed")
+    [released] = clinic.payment("pat_a", payment["id"])["refunds"]
+    assert (released["status"], released["stripe_refund_id"]) == ("canceled", None)
+    assert released["returned_to_invoices"] == [{"invoice_id": invoice["id"], "amount": 1000}]
+    assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
+    assert clinic.stripe().v1.refunds.list(params={"payment_intent": intent_id}).data == []
+    assert refund(clinic, payment["id"], {"amount": 3000, "reason": "x"})[0] == 201
+    clinic.check_invariant("pat_a")
+
+
+def test_the_reconciler_finishes_a_reserved_refund_nobody_retried(clinic, no_faults_left):
+
+    from clinic_payments.domain.reconciling import Reconciler
+
+    from tests.integration.test_payments import _Later
+
+    invoice, payment, intent_id = card_paid(clinic, 3000)
+    stripe_control.fault(
+        clinic.stack.stripe_url,
+        method="POST",
+        path_prefix="/v1/refunds",
+        mode="error_before",
+        status=500,
+        times=3,
+    )
+    assert refund(clinic, payment["id"], {"amount": 1000, "reason": "x"})[0] == 503
+    stripe_control.clear_faults(clinic.stack.stripe_url)
+    c = container()
+    reconciler = Reconciler(
+        c.repository, c.payments, c.stripe, _Later(minutes=10), refunds=c.refunds
+    )
+    report = reconciler.run(limit=1000)
+    assert report.refunds_confirmed >= 1, report
+    [record] = clinic.payment("pat_a", payment["id"])["refunds"]
+    assert record["status"] == "succeeded"
+    [made] = clinic.stripe().v1.refunds.list(params={"payment_intent": intent_id}).data
+    assert (made.id, made.amount) == (record["stripe_refund_id"], 1000)
+    assert clinic.invoice("pat_a", invoice["id"])["balance_due"] == 1000
+    clinic.check_invariant("pat_a")

@@ -79,6 +79,7 @@ from clinic_payments.domain.ports import (
     PaymentsRepository,
     RefundOutcomeWrite,
     RefundWrite,
+    ReservedRefundRef,
     SettlementWrite,
     StripeGateway,
     StripeGateways,
@@ -187,6 +188,8 @@ class InMemoryPaymentsRepository:
         self.outcome_writes = 0
         self.before_refund_outcome: Callable[[RefundOutcomeWrite], None] | None = None
         self.before_record_refund: Callable[[RefundWrite], None] | None = None
+        # The reserved-refunds index: sort key (reserved at, ...) -> the refund it points at.
+        self.reserved: dict[str, ReservedRefundRef] = {}
         self.before_apply_credit: Callable[[CreditApplication], None] | None = None
         self._failures: dict[str, list[BaseException]] = {}
 
@@ -423,6 +426,10 @@ class InMemoryPaymentsRepository:
         ):
             raise StaleWriteError("The credit moved.")
         stored.refunds.append(write.record)
+        if write.record.is_reserved:
+            link = StripeObjectLink(p.clinic_id, p.patient_id, p.id, p.stripe_account_id or "")
+            sort_key = f"{write.record.at}#{p.clinic_id}#{p.patient_id}#{write.record.id}"
+            self.reserved[sort_key] = ReservedRefundRef(link, write.record.id)
         for debit in write.invoices:
             invoice = bucket[debit.invoice_id]
             invoice.amount_paid -= debit.amount
@@ -457,6 +464,8 @@ class InMemoryPaymentsRepository:
         ):
             raise StaleWriteError("The credit moved, or the ledger entry exists already.")
         stored.refunds[write.index] = write.record
+        if seen.is_reserved and not write.record.is_reserved:
+            self.reserved = {k: r for k, r in self.reserved.items() if r.refund_id != seen.id}
         for credit in write.invoices:
             _pay_onto(bucket[credit.invoice_id], credit.amount, credit.new_status, credit.ref)
         if write.credit is not None:
@@ -472,6 +481,10 @@ class InMemoryPaymentsRepository:
         for a in at_risk:
             if a.invoice_id in bucket:
                 bucket[a.invoice_id].amount_at_risk += a.amount
+
+    def reserved_refunds(self, older_than: str, limit: int) -> list[ReservedRefundRef]:
+        self._maybe_fail("reserved_refunds")
+        return [self.reserved[k] for k in sorted(self.reserved) if k < older_than][:limit]
 
     def get_stripe_link(self, object_id: str) -> StripeObjectLink | None:
         self._maybe_fail("get_stripe_link")

@@ -6,6 +6,7 @@ Stripe."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from clinic_payments.domain.allocation import RequestedAllocation
@@ -33,6 +34,7 @@ from clinic_payments.domain.model import (
 )
 from clinic_payments.domain.paying import PaymentRequest
 from clinic_payments.domain.ports import CreditApplication, RefundWrite
+from clinic_payments.domain.reconciling import Reconciler, ReconcileReport
 from clinic_payments.domain.refunding import RefundService
 
 from tests.unit.fakes import CLINIC, PATIENT, STAFF, World, make_world, refund_event
@@ -394,3 +396,58 @@ def test_an_invoice_paid_meanwhile_is_not_payable_for_apply_credit(world: World)
     with pytest.raises(InvoiceNotPayableError):
         world.credit.apply(STAFF, CLINIC, PATIENT, invoice.id, None, new_id("cra"))
     assert replace(credit(world), version=0).balance == 1000
+
+
+# -- a reservation nobody retries: the reconciler ----------------------------------------------
+
+
+def reconcile(world: World) -> ReconcileReport:
+    world.clock.advance(timedelta(minutes=10))
+    service = RefundService(world.repo, world.stripe, world.clock)
+    return Reconciler(world.repo, world.payments, world.stripe, world.clock, refunds=service).run()
+
+
+def reserved_and_left(world: World) -> tuple[Invoice, Payment]:
+    visit = world.invoice(3000)
+    paid = card(world, 3000, visit)
+    world.gateway.unavailable = True
+    with pytest.raises(PaymentProviderUnavailableError):
+        refund(world, paid, 1000)
+    world.gateway.unavailable = False
+    return visit, paid
+
+
+def test_the_reconciler_asks_stripe_again_for_a_reservation_left_behind(world: World) -> None:
+    visit, paid = reserved_and_left(world)
+    report = reconcile(world)
+    assert (report.refunds_confirmed, report.refunds_released, report.errors) == (1, 0, [])
+    [record] = world.stored_payment(paid.id).refunds
+    assert (record.status, record.stripe_refund_id is not None) == ("succeeded", True)
+    assert world.repo.reserved == {}
+    assert reconcile(world).refunds_confirmed == 0  # out of the index: nothing more to do
+    assert len(world.gateway.list_refunds(str(paid.stripe_payment_intent_id))) == 1
+    assert world.stored_invoice(visit.id).amount_paid == 2000
+    assert_audit_clean(world)
+
+
+def test_the_reconciler_releases_a_reservation_stripe_refuses(world: World) -> None:
+    visit, paid = reserved_and_left(world)
+    world.gateway.refuse_refunds.append(PaymentFailedError("charge_disputed"))
+    report = reconcile(world)
+    assert (report.refunds_confirmed, report.refunds_released) == (0, 1)
+    assert world.stored_payment(paid.id).refunds[0].status == "canceled"
+    assert world.stored_invoice(visit.id).amount_paid == 3000
+    assert_audit_clean(world)
+
+
+def test_a_reservation_stripe_still_does_not_answer_stays_for_the_next_run(world: World) -> None:
+    _, paid = reserved_and_left(world)
+    world.gateway.unavailable = True
+    report = reconcile(world)
+    [reserved] = world.stored_payment(paid.id).refunds
+    assert report.errors == [f"{reserved.id}: payment_provider_unavailable"]
+    assert reserved.status == "reserved"
+    assert len(world.repo.reserved) == 1
+    world.gateway.unavailable = False
+    assert reconcile(world).refunds_confirmed == 1
+    assert_audit_clean(world)

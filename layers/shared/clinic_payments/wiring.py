@@ -121,7 +121,9 @@ def build_container(settings: RuntimeSettings) -> Container:
         ),
         admin=AdminService(repository, secrets, clock),
         credit=CreditService(repository, clock),
-        reconciler=Reconciler(repository, payments, stripe, clock, receipts=receipts),
+        reconciler=Reconciler(
+            repository, payments, stripe, clock, receipts=receipts, refunds=refunds
+        ),
         documents=documents,
         receipts=receipts,
         pay_links=PayLinkService(

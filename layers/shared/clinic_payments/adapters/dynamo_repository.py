@@ -49,6 +49,7 @@ from clinic_payments.domain.ports import (
     ReceiptRef,
     RefundOutcomeWrite,
     RefundWrite,
+    ReservedRefundRef,
     SettlementWrite,
     StripeObjectLink,
 )
@@ -62,6 +63,7 @@ _de = TypeDeserializer()
 EVENT_RETENTION_SECONDS = 60 * 60 * 24 * 30
 IDEMPOTENCY_RETENTION_SECONDS = 60 * 60 * 24
 RECEIPTS_UNSENT_PK = "RECEIPTS#UNSENT"
+REFUNDS_RESERVED_PK = "REFUNDS#RESERVED"
 _OPEN = (InvoiceStatus.OPEN.value, InvoiceStatus.PARTIALLY_PAID.value)
 
 
@@ -490,6 +492,22 @@ class DynamoPaymentsRepository:
             items.append({"Update": update})
         if write.credit is not None:
             items += self._credit_items(p.clinic_id, p.patient_id, write.credit)
+        if write.record.is_reserved:
+            # Found by the reconciler if Stripe's answer never comes and nobody retries (its own
+            # item: the payment's GSI1 keys belong to the pending and receipts indexes).
+            marker = {
+                "pk": pk,
+                "sk": f"REFUND_RESERVED#{write.record.id}",
+                "type": "reserved_refund",
+                "clinic_id": p.clinic_id,
+                "patient_id": p.patient_id,
+                "payment_id": p.id,
+                "refund_id": write.record.id,
+                "account_id": p.stripe_account_id or "",
+                "gsi1pk": REFUNDS_RESERVED_PK,
+                "gsi1sk": f"{write.record.at}#{p.clinic_id}#{p.patient_id}#{write.record.id}",
+            }
+            items.append({"Put": {"TableName": self._table, "Item": _dump(marker)}})
         try:
             self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -533,6 +551,9 @@ class DynamoPaymentsRepository:
             }
         ]
         items += self._money_back_items(p, write.invoices, write.credit)
+        if seen.is_reserved and not write.record.is_reserved:
+            key = {"pk": pk, "sk": f"REFUND_RESERVED#{seen.id}"}
+            items.append({"Delete": {"TableName": self._table, "Key": _dump(key)}})
         try:
             self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
@@ -544,6 +565,32 @@ class DynamoPaymentsRepository:
             ):
                 raise StaleWriteError("The refund, an invoice or the credit moved.") from exc
             raise
+
+    def reserved_refunds(self, older_than: str, limit: int) -> list[ReservedRefundRef]:
+        refs: list[ReservedRefundRef] = []
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "IndexName": "GSI1",
+            "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk < :cutoff",
+            "ExpressionAttributeValues": _values(
+                {":pk": REFUNDS_RESERVED_PK, ":cutoff": older_than}
+            ),
+        }
+        while len(refs) < limit:
+            page = self._ddb.query(**kwargs, Limit=limit - len(refs))
+            for raw in page.get("Items", []):
+                item = _load(raw)
+                link = StripeObjectLink(
+                    str(item["clinic_id"]),
+                    str(item["patient_id"]),
+                    str(item["payment_id"]),
+                    str(item.get("account_id") or ""),
+                )
+                refs.append(ReservedRefundRef(link, str(item["refund_id"])))
+            if "LastEvaluatedKey" not in page:
+                break
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+        return refs
 
     def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
         pk = patient_pk(payment.clinic_id, payment.patient_id)

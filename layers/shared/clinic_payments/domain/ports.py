@@ -44,6 +44,14 @@ class StripeObjectLink:
 
 
 @dataclass(frozen=True)
+class ReservedRefundRef:
+    """A card refund reserved here whose Stripe answer is not known (left for the reconciler)."""
+
+    link: StripeObjectLink
+    refund_id: str
+
+
+@dataclass(frozen=True)
 class InvoiceCredit:
     """One invoice's part of a settlement, with the amount_paid it was read at."""
 
@@ -171,14 +179,21 @@ class PaymentsRepository(Protocol):
     def settle(self, write: SettlementWrite) -> bool: ...
     def record_refund(self, write: RefundWrite) -> bool:
         """One transaction: the refund on the payment (a card refund's reservation, or a
-        recorded one), invoices down, credit down, ledger. StaleWriteError if the payment's
-        refunds, an invoice or the credit moved since they were read."""
+        recorded one), invoices down, credit down, ledger; a reservation also enters the
+        reserved-refunds index. StaleWriteError if the payment's refunds, an invoice or the
+        credit moved since they were read."""
         ...
 
     def record_refund_outcome(self, write: RefundOutcomeWrite) -> None:
         """One transaction: the refund's new status on the payment (only from the status it was
-        read with), and what a failed refund gives back. StaleWriteError if the refund, an
-        invoice or the credit moved since it was read."""
+        read with), and what a failed refund gives back; a reservation leaves the
+        reserved-refunds index. StaleWriteError if the refund, an invoice or the credit moved
+        since it was read."""
+        ...
+
+    def reserved_refunds(self, older_than: str, limit: int) -> list[ReservedRefundRef]:
+        """Card refunds reserved before `older_than` and still waiting for Stripe's answer
+        (an index: eventually consistent, it says where to look; the refund decides)."""
         ...
 
     def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
@@ -442,6 +457,7 @@ __all__ = [
     "ReceiptRef",
     "RefundOutcomeWrite",
     "RefundWrite",
+    "ReservedRefundRef",
     "SettlementWrite",
     "SigningKey",
     "StripeGateway",

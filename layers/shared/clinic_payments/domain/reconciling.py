@@ -17,6 +17,7 @@ from clinic_payments.domain.ports import (
     StripeObjectLink,
 )
 from clinic_payments.domain.receipts import ReceiptMailer
+from clinic_payments.domain.refunding import RefundService
 from clinic_payments.domain.timeutil import from_iso, to_iso
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,8 @@ class ReconcileReport:
     abandoned: int = 0
     receipts_sent: int = 0
     receipts_failed: int = 0
+    refunds_confirmed: int = 0
+    refunds_released: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -45,6 +48,7 @@ class Reconciler:
         min_age: timedelta = timedelta(minutes=5),
         abandon_after: timedelta = timedelta(hours=24),
         receipts: ReceiptMailer | None = None,
+        refunds: RefundService | None = None,
     ) -> None:
         self._repo = repository
         self._payments = payments
@@ -53,6 +57,7 @@ class Reconciler:
         self._min_age = min_age
         self._abandon_after = abandon_after
         self._receipts = receipts
+        self._refunds = refunds
 
     def run(self, limit: int = 1000) -> ReconcileReport:
         report = ReconcileReport()
@@ -65,6 +70,16 @@ class Reconciler:
             except DomainError as exc:
                 # One clinic's Stripe outage must not stop the others; the next run retries.
                 report.errors.append(f"{link.payment_id}: {exc.code}")
+        if self._refunds is not None:
+            # Card refunds reserved whose Stripe answer never came and nobody retried.
+            for ref in self._repo.reserved_refunds(older_than=cutoff, limit=limit):
+                try:
+                    outcome = self._refunds.resume(ref)
+                except DomainError as exc:
+                    report.errors.append(f"{ref.refund_id}: {exc.code}")
+                    continue
+                report.refunds_confirmed += outcome == "confirmed"
+                report.refunds_released += outcome == "released"
         if self._receipts is not None:
             # Receipts still owed: a send that failed, or a process that died after settling.
             retried = self._receipts.retry_unsent(older_than=cutoff, limit=limit)

@@ -73,6 +73,7 @@ from clinic_payments.domain.ports import (
     PaymentsRepository,
     RefundOutcomeWrite,
     RefundWrite,
+    ReservedRefundRef,
     StripeGateways,
     StripeObjectLink,
 )
@@ -289,6 +290,25 @@ class RefundService:
                 continue  # the payment, an invoice or the credit moved: read and plan again
             return record
         raise ConflictError("The account is changing too fast; try the refund again.")
+
+    def resume(self, ref: ReservedRefundRef) -> str:
+        """The reconciler: a reservation whose answer never came (the request timed out and
+        was not retried) is asked of Stripe again, under the same idempotency key, so Stripe
+        makes it at most once; its answer confirms or releases it. Says what happened:
+        `unchanged` (no longer reserved), `confirmed` or `released`. An unknown outcome
+        again raises PaymentProviderUnavailableError: the next run tries again."""
+        link = ref.link
+        payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)
+        reserved = next((r for r in payment.refunds if r.id == ref.refund_id), None)
+        if reserved is None or not reserved.is_reserved:
+            return "unchanged"
+        try:
+            self._ask_stripe(payment, reserved)
+        except PaymentProviderUnavailableError:
+            raise
+        except DomainError:
+            return "released"  # Stripe refused it: the reservation was given back
+        return "confirmed"
 
     @staticmethod
     def _refundable_now(payment: Payment, amount: int | None) -> int:
