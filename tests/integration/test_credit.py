@@ -335,3 +335,47 @@ def test_fifty_interleaved_topups_and_applications_end_with_the_exact_balance(cl
     paid = sum(clinic.invoice("pat_a", inv["id"])["amount_paid"] for inv in invoices)
     assert paid == 25 * 100
     clinic.check_invariant("pat_a")
+
+
+def test_credit_recorded_before_lots_reads_as_one_legacy_lot_and_is_spent_first(clinic):
+    from clinic_payments.adapters import codec
+    from clinic_payments.domain.model import Actor, LedgerEntry, LedgerEntryType, Role
+
+    from local.aws import client
+
+    # A CREDIT item as written before lots existed (balance and version only), with its entry.
+    ddb = client("dynamodb", clinic.stack.moto_url)
+    pk = codec.patient_pk(clinic.clinic_id, "pat_a")
+    old = {"pk": pk, "sk": "CREDIT#usd", "currency": "usd", "balance": 1500, "version": 1}
+    entry = LedgerEntry(
+        "adj_00legacy",
+        LedgerEntryType.ADJUSTMENT,
+        1500,
+        "usd",
+        "2026-01-05T10:00:00.000Z",
+        Actor("staff-0", Role.STAFF),
+        reason="before lots",
+    )
+    for item in (old, codec.ledger_to_item(clinic.clinic_id, "pat_a", entry)):
+        ddb.put_item(
+            TableName=clinic.stack.table_name,
+            Item={k: _serialize(v) for k, v in item.items()},
+        )
+    assert credit(clinic)["lots"] == [{"id": "legacy", "amount": 1500, "at": ""}]
+    clinic.check_invariant("pat_a")
+
+    assert adjust(clinic, 700)[0] == 201
+    invoice = clinic.create_invoice("pat_a", 1000)
+    assert apply(clinic, invoice["id"], {"amount": 1000})[0] == 200
+    lots = credit(clinic)["lots"]
+    # The oldest lot (the legacy one) paid first; the adjustment's lot is whole.
+    assert [lot["amount"] for lot in lots] == [500, 700]
+    assert lots[0]["id"] == "legacy"
+    assert credit(clinic)["balance"] == 1200
+    clinic.check_invariant("pat_a")
+
+
+def _serialize(value):
+    from boto3.dynamodb.types import TypeSerializer
+
+    return TypeSerializer().serialize(value)
