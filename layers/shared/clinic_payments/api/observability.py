@@ -23,6 +23,7 @@ OUTCOME = "outcome"
 WEBHOOK_EVENTS_METRIC = "WebhookEvents"
 PAYMENTS_METRIC = "Payments"
 RECONCILED_PAYMENTS_METRIC = "ReconciledPayments"
+RECONCILED_REFUNDS_METRIC = "ReconciledRefunds"
 RECEIPT_RETRIES_METRIC = "ReceiptRetries"
 AUDIT_RUNS_METRIC = "AuditRuns"
 AUDIT_DIFFERENCES_METRIC = "AuditDifferences"
@@ -33,7 +34,8 @@ AUDITED_ACCOUNTS_METRIC = "AuditedAccounts"
 TRACED_MODULES = ("botocore", "requests")
 
 logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE)
+# The service dimension is named here, not only read from the environment: the alarms name it.
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 # Off, and nothing patched, outside Lambda (no LAMBDA_TASK_ROOT) and wherever
 # POWERTOOLS_TRACE_DISABLED is true: the local stack and the tests set it.
 tracer = Tracer(service=SERVICE, patch_modules=TRACED_MODULES)
@@ -44,7 +46,11 @@ def count(name: str, outcome: str, value: int = 1) -> None:
     own, so that the dimension stays on this metric: a dimension added to `metrics` would apply
     to every metric of the invocation."""
     with single_metric(
-        name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE
+        name=name,
+        unit=MetricUnit.Count,
+        value=value,
+        namespace=NAMESPACE,
+        default_dimensions={"service": SERVICE},
     ) as metric:
         metric.add_dimension(name=OUTCOME, value=outcome)
 
@@ -62,7 +68,8 @@ def count_payment(status: str) -> None:
 
 def publish_reconcile_report(report: ReconcileReport) -> None:
     """One run of the reconciler: the payments it looked at by outcome (`error`: it could not
-    reconcile one, the next run tries again) and the receipts it sent again."""
+    reconcile one, the next run tries again), the reserved refunds it finished, and the receipts
+    it sent again."""
     for outcome, value in (
         ("settled", report.settled),
         ("updated", report.updated),
@@ -71,6 +78,8 @@ def publish_reconcile_report(report: ReconcileReport) -> None:
         ("error", len(report.errors)),
     ):
         count(RECONCILED_PAYMENTS_METRIC, outcome, value)
+    count(RECONCILED_REFUNDS_METRIC, "confirmed", report.refunds_confirmed)
+    count(RECONCILED_REFUNDS_METRIC, "released", report.refunds_released)
     count(RECEIPT_RETRIES_METRIC, "sent", report.receipts_sent)
     count(RECEIPT_RETRIES_METRIC, "failed", report.receipts_failed)
 
