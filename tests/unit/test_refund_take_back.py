@@ -451,3 +451,15 @@ def test_a_reservation_stripe_still_does_not_answer_stays_for_the_next_run(world
     world.gateway.unavailable = False
     assert reconcile(world).refunds_confirmed == 1
     assert_audit_clean(world)
+
+
+def test_the_retry_of_a_refund_stripe_refused_meanwhile_answers_the_refusal(
+    world: World,
+) -> None:
+    _, paid = reserved_and_left(world)
+    world.gateway.refuse_refunds.append(PaymentFailedError("charge_disputed"))
+    reconcile(world)
+    [released] = world.stored_payment(paid.id).refunds
+    with pytest.raises(PaymentFailedError, match="refused"):
+        refund(world, paid, 1000, refund_id=released.id)
+    assert world.stored_payment(paid.id).refunds == [released]

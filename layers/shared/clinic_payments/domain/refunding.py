@@ -38,6 +38,7 @@ from clinic_payments.domain.errors import (
     ConflictError,
     DomainError,
     NotFoundError,
+    PaymentFailedError,
     PaymentProviderUnavailableError,
     StaleWriteError,
 )
@@ -235,6 +236,13 @@ class RefundService:
         if mine.is_reserved:
             # New, or a retry after Stripe's answer was lost: the same idempotency key.
             self._ask_stripe(self._payment(clinic_id, patient_id, payment_id), mine)
+        elif mine.has_failed and mine.stripe_refund_id is None:
+            # A retry of a request whose refund Stripe refused meanwhile (the reconciler asked
+            # again): answer the refusal, as the first attempt would have.
+            raise PaymentFailedError(
+                f"Stripe refused this refund ({mine.failure_reason}); nothing was refunded.",
+                payment=self._payment(clinic_id, patient_id, payment_id),
+            )
         return self._payment(clinic_id, patient_id, payment_id)
 
     def _take_back(
