@@ -369,22 +369,18 @@ def test_the_webhook_and_the_reconciler_settling_at_once_settle_once(clinic, mon
     invoice = clinic.create_invoice("pat_a", 2000)
     started = start_card_payment(clinic, "pat_a", invoice["id"], amount=2600)
     intent_id = started["client_secret"].split("_secret_")[0]
-    # The portal's confirmation succeeds at Stripe; its own settlement is held...
-    hold = Hold(monkeypatch, DynamoPaymentsRepository, "settle")
-    event = None
-
-    def webhook() -> Any:
-        return clinic.signed_webhook(event)
-
-    code, _ = portal_pays(clinic, started)
+    code, _ = portal_pays(clinic, started)  # captured at Stripe, not settled here yet
     assert code == 200
     event = clinic.intent_event(clinic.intent(intent_id))
+    hold = Hold(monkeypatch, DynamoPaymentsRepository, "settle")
     c = container()
     reconciler = Reconciler(
         c.repository, c.payments, c.stripe, _Later(), min_age=timedelta(minutes=5)
     )
-    # ...the webhook's settlement is held just before its transaction, the reconciler settles.
-    (delivered, report) = held_while(hold, worker, webhook)(lambda: reconciler.run(limit=1000))
+    # The webhook is held just before its settlement transaction while the reconciler settles.
+    (delivered, report) = held_while(hold, worker, lambda: clinic.signed_webhook(event))(
+        lambda: reconciler.run(limit=1000)
+    )
     assert delivered[0] == 200, delivered
     assert report.settled >= 1, report
     payment = clinic.payment("pat_a", started["id"])
