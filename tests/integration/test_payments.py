@@ -641,3 +641,33 @@ def test_staff_charge_a_saved_card_in_the_account_where_cards_are_saved(stack):
     assert status == 201, payment
     # Staff saving a card while paying use the account where the patient's cards are listed.
     assert payment["publishable_key"] == portal_pk
+
+
+def test_a_transaction_conflict_linking_the_intent_is_503_and_the_retry_charges_once(clinic):
+    import json
+    import urllib.request
+
+    card = saved_card(clinic, "pat_a")
+    invoice = clinic.create_invoice("pat_a", 2700)
+    before = stripe_control.count(clinic.stack.stripe_url)
+    # DynamoDB cancels the next transaction (linking the PaymentIntent) for a concurrent one.
+    request = urllib.request.Request(  # noqa: S310 - loopback moto
+        f"{clinic.stack.moto_url}/_local/dynamodb/faults",
+        data=json.dumps(
+            {"operation": "TransactWriteItems", "error": "conflict", "times": 1}
+        ).encode(),
+        method="POST",
+    )
+    urllib.request.urlopen(request, timeout=10).close()  # noqa: S310
+    body = {
+        "method": "card",
+        "payment_method_id": card,
+        "allocations": [{"invoice_id": invoice["id"]}],
+    }
+    status, answer = clinic.pay("pat_a", body, key="conflict-1")
+    assert (status, answer["error"]["code"]) == (503, "service_unavailable"), answer
+    status, payment = clinic.pay("pat_a", body, key="conflict-1")
+    assert (status, payment["status"]) == (201, "succeeded"), payment
+    assert stripe_control.count(clinic.stack.stripe_url) == before + 1
+    assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
+    clinic.check_invariant("pat_a")

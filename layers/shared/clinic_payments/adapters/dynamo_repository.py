@@ -18,6 +18,7 @@ from clinic_payments.adapters import codec
 from clinic_payments.adapters.codec import Item, clinic_pk, patient_pk
 from clinic_payments.domain.errors import (
     ConflictError,
+    ServiceUnavailableError,
     StaleWriteError,
     ValidationError,
 )
@@ -343,7 +344,13 @@ class DynamoPaymentsRepository:
             )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "TransactionCanceledException":
-                raise ConflictError("The payment is linked to another PaymentIntent.") from exc
+                if _first_failed(exc):
+                    raise ConflictError("The payment is linked to another PaymentIntent.") from exc
+                # Canceled for a concurrent transaction on the same items, not for its condition:
+                # nothing was written, and the request's retry (same key) attaches it.
+                raise ServiceUnavailableError(
+                    "The service is busy; nothing was lost. Retry with the same Idempotency-Key."
+                ) from exc
             raise
 
     def update_payment_status(
