@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import boto3
+from moto.core.common_models import BaseModel
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -238,7 +239,26 @@ class MotoHandle:
         self.server.stop()
 
 
+def _stop_tracking_model_instances() -> None:
+    """moto records every model object it ever creates (each DynamoDB item version, and each
+    copy a Query makes) for its `/moto-api/data.json` dashboard, and never lets go: a long run
+    (the soak, a test session) grows by megabytes a step and slows down. Nothing here reads that
+    dashboard (emails come from the mailbox route), so nothing is recorded."""
+    if getattr(BaseModel, "_local_untracked", False):
+        return
+    track = BaseModel.__new__
+
+    def untracked_new(cls: type[BaseModel], *args: Any, **kwargs: Any) -> BaseModel:
+        instance = track(cls, *args, **kwargs)
+        cls.instances_tracked.clear()  # type: ignore[attr-defined]
+        return instance
+
+    BaseModel.__new__ = untracked_new  # type: ignore[method-assign,assignment]
+    BaseModel._local_untracked = True  # type: ignore[attr-defined]
+
+
 def start_moto(port: int | None = None) -> MotoHandle:
+    _stop_tracking_model_instances()
     port = port or free_port()
     # moto's werkzeug logs every request line; the local stack has its own access log.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

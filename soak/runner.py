@@ -185,7 +185,7 @@ class Soak:
             for _, call in due:
                 self._send(call)
         for call in (c for _, c in self._retry):
-            self.report.violations.append(f"{call.operation} {call.key} never got an answer")
+            self._violation(f"{call.operation} {call.key} never got an answer")
         # The fake delivers webhooks about a second after the event; a failing refund turns
         # failed 1.5 s after it was made.
         time.sleep(4)
@@ -197,7 +197,13 @@ class Soak:
         """The ledger audit as it goes; against Stripe too at the end, once webhooks in flight
         have arrived (mid-run, a payment Stripe captured a second ago is not settled yet)."""
         self.report.audits += 1
-        self.report.violations += [f"audit at {when}: {d}" for d in self._audit(with_stripe)]
+        for difference in self._audit(with_stripe):
+            self._violation(f"audit at {when}: {difference}")
+
+    def _violation(self, text: str) -> None:
+        """Recorded, and said at once: a long run that dies still shows what it found."""
+        self.report.violations.append(text)
+        self._log(f"VIOLATION {text}")
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -266,9 +272,9 @@ class Soak:
         if reply is not None:
             found = FORBIDDEN.search(reply.text)
             if found:
-                self.report.violations.append(f"{label} answered {found.group(0)!r}")
+                self._violation(f"{label} answered {found.group(0)!r}")
             if reply.status == 500 or (reply.status >= 500 and code == "internal_error"):
-                self.report.violations.append(f"{label}: {reply.text[:300]}")
+                self._violation(f"{label}: {reply.text[:300]}")
         in_doubt = reply is None or reply.status in (503, 504) or code == "request_in_progress"
         if in_doubt and call.key and call.method != "GET":
             call.attempts += 1
@@ -682,9 +688,7 @@ class Soak:
             self.report.outcomes[f"webhook:{status}"] += 1
             if reply is not None and reply.status < 500:
                 if reply.status != 200:
-                    self.report.violations.append(
-                        f"webhook answered {reply.status}: {reply.text[:200]}"
-                    )
+                    self._violation(f"webhook answered {reply.status}: {reply.text[:200]}")
                 return
 
     # -- bookkeeping and the final checks ----------------------------------------------------
@@ -704,9 +708,7 @@ class Soak:
             query = "/v1/payment_intents?limit=100" + (f"&starting_after={after}" if after else "")
             page = self._stripe("GET", query)
             if page is None or page.status != 200:
-                self.report.violations.append(
-                    f"cannot list PaymentIntents: {page and page.text[:200]}"
-                )
+                self._violation(f"cannot list PaymentIntents: {page and page.text[:200]}")
                 return
             for intent in page.body["data"]:
                 payment_id = (intent.get("metadata") or {}).get("payment_id")
@@ -717,7 +719,7 @@ class Soak:
             after = page.body["data"][-1]["id"]
         for payment_id, n in succeeded.items():
             if n > 1:
-                self.report.violations.append(f"payment {payment_id} charged {n} times at Stripe")
+                self._violation(f"payment {payment_id} charged {n} times at Stripe")
         self.report.outcomes["stripe succeeded intents"] = sum(succeeded.values())
 
 
