@@ -229,6 +229,12 @@ class LocalGateway:
             pool = self._pools.get(function)
         return pool.pids() if pool is not None else []
 
+    def kill_workers(self, function: str) -> int:
+        """Kill a function's warm containers, mid-request if busy (a Lambda that dies)."""
+        with self._pools_lock:
+            pool = self._pools.get(function)
+        return pool.kill_all() if pool is not None else 0
+
     def __enter__(self) -> LocalGateway:
         return self.start()
 

@@ -166,6 +166,10 @@ class FunctionPool:
             while True:
                 if self._closed:
                     raise PoolClosed
+                while self._idle and not self._idle[-1].alive:
+                    # A container that died while idle is never handed an event (Lambda's
+                    # router does not know dead environments either).
+                    self._idle.pop().stop()
                 if self._idle:
                     worker = self._idle.pop()
                     self._busy.add(worker)
@@ -221,6 +225,15 @@ class FunctionPool:
             raise
         self._release(worker)
         return result
+
+    def kill_all(self) -> int:
+        """Kill every container of this function, busy ones mid-event (a fault for tests and
+        the soak: a Lambda that dies). Each is dead when this returns. How many were killed."""
+        with self._changed:
+            workers = [*self._idle, *self._busy]
+        for worker in workers:
+            worker.kill()
+        return len(workers)
 
     def pids(self) -> list[int]:
         with self._changed:

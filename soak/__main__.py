@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             token=lambda role, patients: issue_token(
                 role, clinic_id, patients if role == "patient" else (), sub=f"soak-{role}", key=key
             ),
+            kill_worker=lambda function: gateway.kill_workers(function) > 0,
         )
         seed_clinic_account(
             gateway.url,

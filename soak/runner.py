@@ -20,6 +20,7 @@ import hmac
 import json
 import random
 import re
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -34,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "stripe" / "fixtures3.json"
 WORDING = "2026-11-01"  # the clinic's card-on-file wording version (settings default)
 FORBIDDEN = re.compile(r"Traceback|sk_(test|live)_|rk_(test|live)_|whsec_")
+# The functions serving the money routes (template.yaml), whose containers the soak may kill.
+PAY, TOPUP, REFUND = "PayInvoiceFunction", "TopupCreditFunction", "RefundPaymentFunction"
 CARDS = {  # Stripe's test PaymentMethod ids (the fake knows them too)
     "visa": "pm_card_visa",
     "declined": "pm_card_chargeDeclined",
@@ -55,6 +58,9 @@ class Target:
     publishable_key: str
     webhook_secret: str
     token: Callable[[str, tuple[str, ...]], str]  # (role, patient ids) -> a signed JWT
+    # Kills one warm container of a function (the local gateway's workers), as when a Lambda
+    # dies mid-request; None where the gateway cannot.
+    kill_worker: Callable[[str], bool] | None = None
 
 
 @dataclass
@@ -76,6 +82,7 @@ class Call:
     patient: str
     key: str
     attempts: int = 1
+    killed: bool = False  # its container was killed mid-request: a 500 is what Lambda gives
 
 
 @dataclass
@@ -178,12 +185,16 @@ class Soak:
 
     def _finish(self) -> None:
         self._clear_faults()
-        for _ in range(50):  # what is still in doubt is retried until it has an answer
-            if not self._retry:
-                break
+        # What is still in doubt is retried until it has an answer: a request whose container
+        # was killed keeps its Idempotency-Key locked for up to a minute (request_in_progress).
+        deadline = time.monotonic() + 150
+        while self._retry and time.monotonic() < deadline:
             due, self._retry = self._retry, []
             for _, call in due:
+                call.killed = False
                 self._send(call)
+            if self._retry:
+                time.sleep(2)
         for call in (c for _, c in self._retry):
             self._violation(f"{call.operation} {call.key} never got an answer")
         # The fake delivers webhooks about a second after the event; a failing refund turns
@@ -251,11 +262,31 @@ class Soak:
         role: str = "staff",
         body: Any = None,
         idempotent: bool = True,
+        function: str | None = None,
     ) -> Reply | None:
         call = Call(operation, method, path, body, role, patient.id, self._new_key(operation))
         if not idempotent:
             call.key = ""
+        if function is not None and self._kill_now():
+            return self._send_and_kill(call, function)
         return self._send(call)
+
+    def _kill_now(self) -> bool:
+        return self.t.kill_worker is not None and self.rng.random() < self._fault_rate / 4
+
+    def _send_and_kill(self, call: Call, function: str) -> Reply | None:
+        """The request runs while its function's container is killed a moment later."""
+        assert self.t.kill_worker is not None
+        delay = self.rng.uniform(0.0, 0.3)
+        answer: list[Reply | None] = []
+        call.killed = True
+        sender = threading.Thread(target=lambda: answer.append(self._send(call)), daemon=True)
+        sender.start()
+        time.sleep(delay)
+        if self.t.kill_worker(function):
+            self.report.faults["container killed"] += 1
+        sender.join(timeout=180)
+        return answer[0] if answer else None
 
     def _send(self, call: Call) -> Reply | None:
         headers = {"authorization": "Bearer " + self.t.token(call.role, (call.patient,))}
@@ -273,9 +304,15 @@ class Soak:
             found = FORBIDDEN.search(reply.text)
             if found:
                 self._violation(f"{label} answered {found.group(0)!r}")
-            if reply.status == 500 or (reply.status >= 500 and code == "internal_error"):
+            crashed = call.killed and reply.status in (500, 502)
+            if not crashed and (reply.status == 500 or code == "internal_error"):
                 self._violation(f"{label}: {reply.text[:300]}")
-        in_doubt = reply is None or reply.status in (503, 504) or code == "request_in_progress"
+        in_doubt = (
+            reply is None
+            or reply.status in (503, 504)
+            or code == "request_in_progress"
+            or (call.killed and reply.status in (500, 502))
+        )
         if in_doubt and call.key and call.method != "GET":
             call.attempts += 1
             self._retry.append((self.report.steps + self.rng.randint(1, 15), call))
@@ -286,6 +323,7 @@ class Soak:
         due = [call for when, call in self._retry if when <= step]
         self._retry = [(when, call) for when, call in self._retry if when > step]
         for call in due:
+            call.killed = False
             reply = self._send(call)
             if reply is not None and reply.status in (200, 201):
                 self._remember(call, reply)
@@ -416,7 +454,12 @@ class Soak:
         reply = self._with_faults(
             None,
             lambda: self._api(
-                "pay_cash", "POST", self._patient_path(patient, "/payments"), patient, body=request
+                "pay_cash",
+                "POST",
+                self._patient_path(patient, "/payments"),
+                patient,
+                body=request,
+                function=PAY,
             ),
         )
         self._keep_payment(patient, reply)
@@ -435,6 +478,7 @@ class Soak:
                 patient,
                 role="patient",
                 body=request,
+                function=PAY,
             ),
         )
         if reply is None or reply.status != 201:
@@ -520,6 +564,7 @@ class Soak:
                 patient,
                 role="staff" if off_session else "patient",
                 body=request,
+                function=PAY,
             ),
         )
         self._keep_payment(patient, reply)
@@ -540,6 +585,7 @@ class Soak:
                 patient,
                 role="patient",
                 body=body,
+                function=TOPUP,
             ),
         )
         if reply is not None and reply.status == 201 and reply.body.get("client_secret"):
@@ -595,6 +641,7 @@ class Soak:
                 self._patient_path(patient, f"/payments/{payment_id}/refunds"),
                 patient,
                 body=body,
+                function=REFUND,
             ),
         )
 

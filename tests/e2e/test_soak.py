@@ -29,6 +29,7 @@ def test_a_short_soak_with_faults_ends_with_every_account_adding_up(stack, gatew
         token=lambda role, patients: clinic.token(
             role, patients if role == "patient" else (), sub=f"soak-{role}"
         ),
+        kill_worker=lambda function: gateway.kill_workers(function) > 0,
     )
     audit, reconcile = in_process_checks(clinic.clinic_id)
     report = Soak(target, seed=20261203, audit=audit, reconcile=reconcile).run(STEPS)
