@@ -134,17 +134,17 @@ def test_a_failure_while_processing_answers_5xx_and_the_retry_settles(clinic, mo
 
     invoice, _, intent = paid_intent(clinic)
     event = clinic.intent_event(intent)
-    repository = container().repository
-    real_settle = repository.settle
 
-    def broken(_write):
+    def broken(_self, _write):
         raise RuntimeError("DynamoDB is having a moment")
 
-    monkeypatch.setattr(repository, "settle", broken)
-    status, body = clinic.signed_webhook(event)
+    # On the class, in a context: patching the cached container's instance left a `settle`
+    # attribute on it after undo, which hid later class-level patches (test_money_races' Hold).
+    with monkeypatch.context() as patched:
+        patched.setattr(type(container().repository), "settle", broken)
+        status, body = clinic.signed_webhook(event)
     assert (status, body["error"]["code"]) == (500, "internal_error")
     assert "DynamoDB" not in json.dumps(body)
-    monkeypatch.setattr(repository, "settle", real_settle)
     # Not marked processed: Stripe's retry of the same event settles it.
     assert clinic.signed_webhook(event) == (200, {"received": True})
     assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
