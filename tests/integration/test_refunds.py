@@ -210,6 +210,38 @@ def test_a_lost_dispute_is_reversed_like_a_refund_once(clinic):
     clinic.check_invariant("pat_a")
 
 
+def test_a_lost_dispute_on_credit_spent_elsewhere_reopens_what_that_credit_paid(clinic):
+    """The bank takes the whole charge back although its overpayment was applied to another
+    invoice meanwhile: nothing can refuse it, so the other invoice reopens (the patient owes
+    it again), and every account adds up."""
+    first = clinic.create_invoice("pat_a", 1000)
+    payment = start_card_payment(clinic, "pat_a", first["id"], amount=3000)
+    code, intent = portal_pays(clinic, payment)
+    assert code == 200
+    deliver(clinic, intent["id"])
+    assert clinic.payment("pat_a", payment["id"])["credit_amount"] == 2000
+    second = clinic.create_invoice("pat_a", 5000)
+    status, applied = clinic.call(
+        "POST",
+        "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices/{invoice_id}/apply-credit",
+        {"patient_id": "pat_a", "invoice_id": second["id"]},
+        role="staff",
+        body={},
+        headers={"Idempotency-Key": "apply-all"},
+    )
+    assert (status, applied["amount_paid"]) == (200, 2000), applied
+    opened = dispute_event(intent["id"], "dp_spent", 3000, "needs_response", "created")
+    assert clinic.signed_webhook(opened)[0] == 200
+    lost = dispute_event(intent["id"], "dp_spent", 3000, "lost", "closed")
+    for _ in range(2):
+        assert clinic.signed_webhook(lost)[0] == 200
+    after = clinic.payment("pat_a", payment["id"])
+    assert after["refunded_amount"] == 3000
+    assert clinic.invoice("pat_a", first["id"])["amount_paid"] == 0
+    assert clinic.invoice("pat_a", second["id"])["amount_paid"] == 0
+    clinic.check_invariant("pat_a")
+
+
 def test_a_dispute_about_an_unknown_payment_is_ignored(clinic):
     event = dispute_event("pi_unknown", "dp_x", 100, "needs_response", "created")
     assert clinic.signed_webhook(event) == (200, {"received": True})

@@ -33,7 +33,7 @@ from clinic_payments.domain.model import (
     PaymentStatus,
 )
 from clinic_payments.domain.paying import PaymentRequest
-from clinic_payments.domain.ports import CreditApplication, RefundWrite
+from clinic_payments.domain.ports import CreditApplication, RefundWrite, StripeObjectLink
 from clinic_payments.domain.reconciling import Reconciler, ReconcileReport
 from clinic_payments.domain.refunding import RefundService
 
@@ -463,3 +463,55 @@ def test_the_retry_of_a_refund_stripe_refused_meanwhile_answers_the_refusal(
     with pytest.raises(PaymentFailedError, match="refused"):
         refund(world, paid, 1000, refund_id=released.id)
     assert world.stored_payment(paid.id).refunds == [released]
+
+
+# -- money gone without our asking (lost disputes, dashboard refunds) ---------------------------
+
+
+def lost_dispute(world: World, payment: Payment, amount: int) -> None:
+    link = StripeObjectLink(CLINIC, PATIENT, payment.id, "main")
+    recorded = RefundService(world.repo, world.stripe, world.clock).record(
+        link,
+        refund_id="dp_1",
+        key="dp_1",
+        amount=amount,
+        reason="dispute_lost",
+        actor=STAFF.actor(),
+        stripe_refund_id=None,
+    )
+    assert recorded
+
+
+def test_a_forced_reversal_takes_other_credit_then_reopens_what_the_spent_credit_paid(
+    world: World,
+) -> None:
+    visit, other = world.invoice(1000), world.invoice(5000)
+    paid = cash(world, 3000, visit)  # 2000 of credit, in this payment's lot
+    world.credit.apply(STAFF, CLINIC, PATIENT, other.id, 1500, new_id("cra"))
+    topup = top_up(world, 300)
+    lost_dispute(world, paid, 3000)
+    [record] = world.stored_payment(paid.id).refunds
+    # Its own lot (500 left), its invoice (1000), the top-up's credit (300), then the invoice
+    # its spent credit paid (1200 of 1500).
+    assert record.from_credit == 800
+    assert {t.lot_id: t.amount for t in record.from_lots} == {paid.id: 500, topup.id: 300}
+    assert sorted((a.invoice_id, a.amount) for a in record.from_invoices) == sorted(
+        [(visit.id, 1000), (other.id, 1200)]
+    )
+    assert record.uncovered == 0
+    assert world.stored_invoice(other.id).amount_paid == 300
+    assert lots(world) == {}
+    assert_audit_clean(world)
+
+
+def test_a_forced_reversal_of_credit_spent_whole_reopens_the_invoice_it_paid(
+    world: World,
+) -> None:
+    visit, other = world.invoice(1000), world.invoice(2000)
+    paid = cash(world, 3000, visit)
+    world.credit.apply(STAFF, CLINIC, PATIENT, other.id, None, new_id("cra"))
+    world.invoices.void(CLINIC, PATIENT, world.invoice(700).id)
+    lost_dispute(world, paid, 3000)
+    [record] = world.stored_payment(paid.id).refunds
+    assert record.taken_back == 3000  # the visit and the other invoice both reopen
+    assert_audit_clean(world)

@@ -152,6 +152,52 @@ def plan_take_back(
     return TakeBack(from_lots, from_invoices, from_fee)
 
 
+def plan_forced_take_back(
+    payment: Payment,
+    amount: int,
+    credit: Credit,
+    invoices: dict[str, Invoice],
+    others: list[Invoice],
+) -> TakeBack:
+    """Money gone without our asking (a lost dispute, a refund made in Stripe's dashboard)
+    cannot be refused, so it is taken back in full: as a refund would (its own lot, its
+    invoices, its fee), then from the patient's other credit (oldest lot first), then from the
+    patient's other paid invoices (newest first), which reopen: the patient owes that again.
+    Only a patient with neither credit nor paid invoices left leaves a remainder."""
+    plan = plan_take_back(payment, amount, credit, invoices)
+    short = amount - plan.total
+    if short <= 0:
+        return plan
+    more_lots = plan_oldest_first(take(credit, plan.from_lots), short)
+    short -= sum(t.amount for t in more_lots)
+    taken = {a.invoice_id: a.amount for a in plan.from_invoices}
+    more_invoices: list[Allocation] = []
+    for invoice in sorted(others, key=lambda inv: (inv.created_at, inv.id), reverse=True):
+        if short <= 0:
+            break
+        left = invoice.amount_paid - taken.get(invoice.id, 0)
+        grab = min(short, left)
+        if grab > 0 and invoice.status is not InvoiceStatus.VOID:
+            more_invoices.append(Allocation(invoice.id, grab))
+            short -= grab
+    merged: dict[str, int] = dict(taken)
+    for a in more_invoices:
+        merged[a.invoice_id] = merged.get(a.invoice_id, 0) + a.amount
+    return TakeBack(
+        _merge_lots([*plan.from_lots, *more_lots]),
+        [Allocation(invoice_id, n) for invoice_id, n in merged.items()],
+        plan.from_fee,
+    )
+
+
+def _merge_lots(takes: list[LotTake]) -> list[LotTake]:
+    merged: dict[str, LotTake] = {}
+    for t in takes:
+        seen = merged.get(t.lot_id)
+        merged[t.lot_id] = t if seen is None else replace(seen, amount=seen.amount + t.amount)
+    return list(merged.values())
+
+
 def refundable(payment: Payment) -> int:
     return payment.amount_received - payment.refunded_amount
 
@@ -390,8 +436,8 @@ class RefundService:
         failure_reason: str | None = None,
     ) -> bool:
         """Record money Stripe gave back without our asking (a dashboard refund, a lost
-        dispute), once by its key. False if it was recorded already. It is taken back as far
-        as it can be (what cannot is reported by the audit: the money is gone already).
+        dispute), once by its key. False if it was recorded already. It is taken back in full
+        (`plan_forced_take_back`); only what even that cannot cover is reported by the audit.
 
         A refund Stripe reports failed before it was recorded here (its failure event came
         first) is recorded as failed, taking nothing back: whatever records it later by the
@@ -414,6 +460,14 @@ class RefundService:
                 )
                 invoices = self._invoices(payment)
                 plan = plan_take_back(payment, amount, credit, invoices)
+                if plan.total < amount:
+                    others = [
+                        inv
+                        for inv in self._repo.all_invoices(payment.clinic_id, payment.patient_id)
+                        if inv.amount_paid > 0 and inv.currency == payment.currency
+                    ]
+                    invoices = {**{inv.id: inv for inv in others}, **invoices}
+                    plan = plan_forced_take_back(payment, amount, credit, invoices, others)
             record = RefundRecord(
                 id=refund_id,
                 key=key,
