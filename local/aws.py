@@ -284,6 +284,8 @@ def aws_env(
         "RECEIPTS_FROM_ADDRESS": RECEIPTS_FROM,
         "PAY_LINK_BASE_URL": pay_link_base_url,
         "PAY_LINK_SIGNING_KEY_NAME": pay_link_key_name(secrets_prefix),
+        # No X-Ray daemon here: the Tracer records nothing and sends nothing.
+        "POWERTOOLS_TRACE_DISABLED": "true",
     }
 
 
