@@ -574,30 +574,18 @@ class DynamoPaymentsRepository:
             raise
 
     def reserved_refunds(self, older_than: str, limit: int) -> list[ReservedRefundRef]:
-        refs: list[ReservedRefundRef] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": "GSI1",
-            "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk < :cutoff",
-            "ExpressionAttributeValues": _values(
-                {":pk": REFUNDS_RESERVED_PK, ":cutoff": older_than}
-            ),
-        }
-        while len(refs) < limit:
-            page = self._ddb.query(**kwargs, Limit=limit - len(refs))
-            for raw in page.get("Items", []):
-                item = _load(raw)
-                link = StripeObjectLink(
+        return [
+            ReservedRefundRef(
+                StripeObjectLink(
                     str(item["clinic_id"]),
                     str(item["patient_id"]),
                     str(item["payment_id"]),
                     str(item.get("account_id") or ""),
-                )
-                refs.append(ReservedRefundRef(link, str(item["refund_id"])))
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return refs
+                ),
+                str(item["refund_id"]),
+            )
+            for item in self._older_in_index(REFUNDS_RESERVED_PK, older_than, limit)
+        ]
 
     def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
         pk = patient_pk(payment.clinic_id, payment.patient_id)
@@ -637,29 +625,33 @@ class DynamoPaymentsRepository:
 
     def pending_payments(self, older_than: str, limit: int) -> list[StripeObjectLink]:
         # The GSI is eventually consistent: it only says where to look. settle() decides.
-        links: list[StripeObjectLink] = []
+        return [
+            StripeObjectLink(
+                str(item["clinic_id"]),
+                str(item["patient_id"]),
+                str(item["id"]),
+                str(item.get("stripe_account_id") or ""),
+            )
+            for item in self._older_in_index(codec.PENDING_PK, older_than, limit)
+        ]
+
+    def _older_in_index(self, index_pk: str, older_than: str, limit: int) -> list[Item]:
+        """Up to `limit` items of one GSI1 partition whose sort key (a time) is before
+        `older_than`, oldest first, across pages."""
+        found: list[Item] = []
         kwargs: dict[str, Any] = {
             "TableName": self._table,
             "IndexName": "GSI1",
             "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk < :cutoff",
-            "ExpressionAttributeValues": _values({":pk": codec.PENDING_PK, ":cutoff": older_than}),
+            "ExpressionAttributeValues": _values({":pk": index_pk, ":cutoff": older_than}),
         }
-        while len(links) < limit:
-            page = self._ddb.query(**kwargs, Limit=limit - len(links))
-            for raw in page.get("Items", []):
-                item = _load(raw)
-                links.append(
-                    StripeObjectLink(
-                        str(item["clinic_id"]),
-                        str(item["patient_id"]),
-                        str(item["id"]),
-                        str(item.get("stripe_account_id") or ""),
-                    )
-                )
+        while len(found) < limit:
+            page = self._ddb.query(**kwargs, Limit=limit - len(found))
+            found += [_load(raw) for raw in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 break
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return links
+        return found
 
     def stop_tracking(self, payment: Payment) -> None:
         self._ddb.update_item(
@@ -1141,26 +1133,10 @@ class DynamoPaymentsRepository:
 
     def unsent_receipts(self, older_than: str, limit: int) -> list[ReceiptRef]:
         # The GSI is eventually consistent: it says where to look; the claim decides.
-        refs: list[ReceiptRef] = []
-        kwargs: dict[str, Any] = {
-            "TableName": self._table,
-            "IndexName": "GSI1",
-            "KeyConditionExpression": "gsi1pk = :pk AND gsi1sk < :cutoff",
-            "ExpressionAttributeValues": _values(
-                {":pk": RECEIPTS_UNSENT_PK, ":cutoff": older_than}
-            ),
-        }
-        while len(refs) < limit:
-            page = self._ddb.query(**kwargs, Limit=limit - len(refs))
-            for raw in page.get("Items", []):
-                item = _load(raw)
-                refs.append(
-                    ReceiptRef(str(item["clinic_id"]), str(item["patient_id"]), str(item["id"]))
-                )
-            if "LastEvaluatedKey" not in page:
-                break
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return refs
+        return [
+            ReceiptRef(str(item["clinic_id"]), str(item["patient_id"]), str(item["id"]))
+            for item in self._older_in_index(RECEIPTS_UNSENT_PK, older_than, limit)
+        ]
 
     # -- pay-online requests (PaymentRequestLog) -----------------------------------------------
 
