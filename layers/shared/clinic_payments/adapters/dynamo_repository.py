@@ -515,17 +515,7 @@ class DynamoPaymentsRepository:
                 "gsi1sk": f"{write.record.at}#{p.clinic_id}#{p.patient_id}#{write.record.id}",
             }
             items.append({"Put": {"TableName": self._table, "Item": _dump(marker)}})
-        try:
-            self._ddb.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            code = exc.response["Error"]["Code"]
-            if code in (
-                "TransactionCanceledException",
-                "TransactionConflictException",
-                "TransactionInProgressException",
-            ):
-                raise StaleWriteError("The payment, an invoice or the credit moved.") from exc
-            raise
+        self._transact_or_stale(items, "The payment, an invoice or the credit moved.")
         return True
 
     def record_refund_outcome(self, write: RefundOutcomeWrite) -> None:
@@ -561,17 +551,7 @@ class DynamoPaymentsRepository:
         if seen.is_reserved and not write.record.is_reserved:
             key = {"pk": pk, "sk": f"REFUND_RESERVED#{seen.id}"}
             items.append({"Delete": {"TableName": self._table, "Key": _dump(key)}})
-        try:
-            self._ddb.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            code = exc.response["Error"]["Code"]
-            if code in (
-                "TransactionCanceledException",
-                "TransactionConflictException",
-                "TransactionInProgressException",
-            ):
-                raise StaleWriteError("The refund, an invoice or the credit moved.") from exc
-            raise
+        self._transact_or_stale(items, "The refund, an invoice or the credit moved.")
 
     def reserved_refunds(self, older_than: str, limit: int) -> list[ReservedRefundRef]:
         return [
@@ -725,6 +705,21 @@ class DynamoPaymentsRepository:
             put["ConditionExpression"] = "version = :seen"
             put["ExpressionAttributeValues"] = _values({":seen": change.seen.version})
         return [{"Put": put}, {"Put": self._ledger_put(clinic_id, patient_id, change.entry)}]
+
+    def _transact_or_stale(self, items: list[Any], moved: str) -> None:
+        """One transaction whose conditions are what the caller read: a failed condition, or
+        a concurrent transaction on the same items, is StaleWriteError (read and plan again)."""
+        try:
+            self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code in (
+                "TransactionCanceledException",
+                "TransactionConflictException",
+                "TransactionInProgressException",
+            ):
+                raise StaleWriteError(moved) from exc
+            raise
 
     def _money_back_items(
         self, p: Payment, invoices: list[InvoiceCredit], credit: CreditChange | None

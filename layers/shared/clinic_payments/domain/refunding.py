@@ -153,36 +153,30 @@ def plan_take_back(
 
 
 def plan_forced_take_back(
-    payment: Payment,
     amount: int,
     credit: Credit,
-    invoices: dict[str, Invoice],
+    plan: TakeBack,
     others: list[Invoice],
 ) -> TakeBack:
     """Money gone without our asking (a lost dispute, a refund made in Stripe's dashboard)
     cannot be refused, so it is taken back in full: as a refund would (its own lot, its
     invoices, its fee), then from the patient's other credit (oldest lot first), then from the
     patient's other paid invoices (newest first), which reopen: the patient owes that again.
-    Only a patient with neither credit nor paid invoices left leaves a remainder."""
-    plan = plan_take_back(payment, amount, credit, invoices)
+    Only a patient with neither credit nor paid invoices left leaves a remainder. `plan` is
+    what `plan_take_back` found for it."""
     short = amount - plan.total
     if short <= 0:
         return plan
     more_lots = plan_oldest_first(take(credit, plan.from_lots), short)
     short -= sum(t.amount for t in more_lots)
-    taken = {a.invoice_id: a.amount for a in plan.from_invoices}
-    more_invoices: list[Allocation] = []
+    merged = {a.invoice_id: a.amount for a in plan.from_invoices}
     for invoice in sorted(others, key=lambda inv: (inv.created_at, inv.id), reverse=True):
         if short <= 0:
             break
-        left = invoice.amount_paid - taken.get(invoice.id, 0)
-        grab = min(short, left)
+        grab = min(short, invoice.amount_paid - merged.get(invoice.id, 0))
         if grab > 0 and invoice.status is not InvoiceStatus.VOID:
-            more_invoices.append(Allocation(invoice.id, grab))
+            merged[invoice.id] = merged.get(invoice.id, 0) + grab
             short -= grab
-    merged: dict[str, int] = dict(taken)
-    for a in more_invoices:
-        merged[a.invoice_id] = merged.get(a.invoice_id, 0) + a.amount
     return TakeBack(
         _merge_lots([*plan.from_lots, *more_lots]),
         [Allocation(invoice_id, n) for invoice_id, n in merged.items()],
@@ -467,7 +461,7 @@ class RefundService:
                         if inv.amount_paid > 0 and inv.currency == payment.currency
                     ]
                     invoices = {**{inv.id: inv for inv in others}, **invoices}
-                    plan = plan_forced_take_back(payment, amount, credit, invoices, others)
+                    plan = plan_forced_take_back(amount, credit, plan, others)
             record = RefundRecord(
                 id=refund_id,
                 key=key,
