@@ -26,7 +26,7 @@ TABLE ?= PaymentsTable-local
 SECRETS_PREFIX ?= clinic-payments-local
 
 
-.PHONY: audit help setup run token test test-stripe test-unit test-integration test-e2e lint typecheck validate build deploy bench lock clean soak
+.PHONY: audit help setup run token test test-stripe test-unit test-integration test-e2e lint typecheck validate build deploy bench lock clean soak openapi
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ lint: setup ## ruff (lint + format check) and the import contracts
 typecheck: setup ## mypy strict on clinic_payments (Stripe calls checked against stripe.params) and the test fakes
 	$(VENV)/bin/mypy
 	MYPYPATH=layers/shared $(VENV)/bin/mypy --strict --config-file pyproject.toml tests/unit/fakes.py
+
+openapi: setup ## Regenerate the OpenAPI document HealthFunction serves (after changing a route or a model)
+	PYTHONPATH=layers/shared $(PY) scripts/write_openapi.py
 
 validate: setup $(SAM_VENV)/.installed ## Prove template.yaml offline: SAM translator + cfn-lint, sam validate --lint
 	$(PY) scripts/validate_template.py template.yaml

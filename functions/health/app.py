@@ -5,9 +5,9 @@ from typing import Any
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from clinic_payments.api.observability import logger, metrics, tracer
-from clinic_payments.api.routes.health import docs_resolver
+from clinic_payments.api.routes.health import health_resolver
 
-app = docs_resolver()
+app = health_resolver()
 
 
 @logger.inject_lambda_context(

@@ -7,8 +7,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from clinic_payments.api.http import build_resolver
 from clinic_payments.api.observability import logger, metrics, tracer
 from clinic_payments.api.routes.payments import payment_writer
+from clinic_payments.wiring import load_stripe
 
 app = build_resolver(payment_writer())
+load_stripe()  # at init: this function's requests call Stripe
 
 
 @logger.inject_lambda_context(

@@ -5,7 +5,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from clinic_payments.api.observability import logger, metrics, publish_reconcile_report, tracer
-from clinic_payments.wiring import container
+from clinic_payments.wiring import container, load_stripe
+
+load_stripe()  # at init: every run asks Stripe
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

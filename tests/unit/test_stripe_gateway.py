@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 import stripe
+from clinic_payments.adapters.stripe_accounts import StripeGateways
 from clinic_payments.adapters.stripe_gateway import (
     STRIPE_API_VERSION,
     StripeGateway,
-    StripeGateways,
     StripeWebhookVerifier,
     _translate,
     intent_snapshot,

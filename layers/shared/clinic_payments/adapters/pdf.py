@@ -5,6 +5,9 @@ small: the layout here is a column of blocks on US Letter pages, in the PDF stan
 Helvetica and Helvetica-Bold (every reader has them, nothing is embedded). Text is encoded
 WinAnsi (cp1252): Latin scripts print; a character outside it prints as "?". Content streams
 are left uncompressed: a document is a few kilobytes and its text stays searchable.
+
+pydyf is imported with the first PDF, not with this module: every function that settles a
+payment builds the receipt mailer, and only a receipt emailed or a PDF asked for needs it.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from __future__ import annotations
 import io
 import unicodedata
 from typing import Any, Final
-
-import pydyf
 
 from clinic_payments.domain.printable import (
     Align,
@@ -111,6 +112,8 @@ class _Pages:
         self.new_page()
 
     def new_page(self) -> None:
+        import pydyf
+
         self.streams.append(pydyf.Stream())
         self.y = PAGE_HEIGHT - MARGIN
 
@@ -258,6 +261,8 @@ class PdfRenderer:
     # -- the file ---------------------------------------------------------------------------------
 
     def _write(self, pages: _Pages, doc: PrintableDocument) -> bytes:
+        import pydyf
+
         pdf = pydyf.PDF()
         fonts = pydyf.Dictionary()
         for name, base in ((REGULAR, "Helvetica"), (BOLD, "Helvetica-Bold")):

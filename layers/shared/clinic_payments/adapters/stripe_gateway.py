@@ -7,23 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import stripe
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
-from stripe.params import (
-    CustomerCreateParams,
-    PaymentIntentCreateParams,
-    PaymentIntentCreateParamsAutomaticPaymentMethods,
-    PaymentMethodListParams,
-    RefundCreateParams,
-    RefundListParams,
-    SetupIntentCreateParams,
-    SetupIntentCreateParamsAutomaticPaymentMethods,
-)
 
 from clinic_payments.domain.errors import (
     AmountTooSmallError,
@@ -45,7 +34,20 @@ from clinic_payments.domain.model import (
     SetupIntentSnapshot,
     WebhookEvent,
 )
-from clinic_payments.domain.ports import ClinicSecrets
+
+if TYPE_CHECKING:
+    # TypedDicts, for mypy only: at run time stripe.params (an index of thousands of names,
+    # compiled on every cold start) would be imported for nothing.
+    from stripe.params import (
+        CustomerCreateParams,
+        PaymentIntentCreateParams,
+        PaymentIntentCreateParamsAutomaticPaymentMethods,
+        PaymentMethodListParams,
+        RefundCreateParams,
+        RefundListParams,
+        SetupIntentCreateParams,
+        SetupIntentCreateParamsAutomaticPaymentMethods,
+    )
 
 # The one place the Stripe API version is chosen: every request sends it, and each clinic's
 # webhook endpoint must be created with it (docs/deploy.md), so events arrive in the shapes this
@@ -352,31 +354,15 @@ class StripeGateway:
             raise _translate(exc) from exc
 
 
-class StripeGateways:
-    """StripeGateways port: a gateway per clinic account, its client built once per key."""
-
-    def __init__(self, secrets: ClinicSecrets, api_base: str | None = None) -> None:
-        self._secrets = secrets
-        self._api_base = api_base
-        self._clients: dict[str, stripe.StripeClient] = {}
-        self._lock = threading.Lock()
-
-    def for_account(self, clinic_id: str, account_id: str) -> StripeGateway:
-        keys = self._secrets.get_keys(clinic_id, account_id)
-        if keys is None:
-            raise PaymentProviderUnavailableError("The clinic's Stripe account is not configured.")
-        with self._lock:
-            client = self._clients.get(keys.secret_key)
-            if client is None:
-                client = stripe.StripeClient(
-                    keys.secret_key,
-                    stripe_version=STRIPE_API_VERSION,
-                    base_addresses={"api": self._api_base} if self._api_base else None,
-                    max_network_retries=_RETRIES,
-                    http_client=stripe.RequestsClient(timeout=_TIMEOUT),
-                )
-                self._clients[keys.secret_key] = client
-        return StripeGateway(client)
+def new_client(secret_key: str, api_base: str | None) -> stripe.StripeClient:
+    """The client of one clinic key: our API version, timeouts and retries."""
+    return stripe.StripeClient(
+        secret_key,
+        stripe_version=STRIPE_API_VERSION,
+        base_addresses={"api": api_base} if api_base else None,
+        max_network_retries=_RETRIES,
+        http_client=stripe.RequestsClient(timeout=_TIMEOUT),
+    )
 
 
 class StripeWebhookVerifier:

@@ -23,7 +23,6 @@ from clinic_payments.domain.errors import (
     ValidationError,
 )
 from clinic_payments.domain.model import Caller, Role
-from clinic_payments.domain.paylinks import TOKEN_PATTERN
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # Stripe's payment method ids, as a payment's payment_method_id takes them.
@@ -84,7 +83,13 @@ def check_path_ids(params: dict[str, str]) -> None:
     if bad:
         raise ValidationError("Invalid identifier in the path.", bad)
     for name in PATH_TOKENS:
-        if name in params and not TOKEN_PATTERN.fullmatch(params[name]):
+        if name not in params:
+            continue
+        # Here, not at the top: domain.paylinks brings the payment service with it, which the
+        # functions without a pay-link route (health among them) need not load at init.
+        from clinic_payments.domain.paylinks import TOKEN_PATTERN
+
+        if not TOKEN_PATTERN.fullmatch(params[name]):
             # A link is all or nothing: a mangled one is as unknown as a forged one (not 422).
             raise NotFoundError("This payment link is not valid.")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+import wrapt
 from aws_lambda_powertools import Logger, Metrics, Tracer, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -38,7 +39,10 @@ logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 # Off, and nothing patched, outside Lambda (no LAMBDA_TASK_ROOT) and wherever
 # POWERTOOLS_TRACE_DISABLED is true: the local stack and the tests set it.
-tracer = Tracer(service=SERVICE, patch_modules=TRACED_MODULES)
+tracer = Tracer(service=SERVICE, patch_modules=[m for m in TRACED_MODULES if m != "requests"])
+# requests is patched once something imports it (stripe-python does, in the functions that call
+# Stripe): patching it now would import it, and urllib3, into every function's cold start.
+wrapt.register_post_import_hook(lambda _requests: tracer.patch(["requests"]), "requests")
 
 
 def count(name: str, outcome: str, value: int = 1) -> None:
