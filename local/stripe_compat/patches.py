@@ -21,7 +21,7 @@ from localstripe.resources import (
 )
 from localstripe.webhooks import schedule_webhook
 
-from local.stripe_compat import aliases, event_list, refunds, rules
+from local.stripe_compat import aliases, charges, event_list, refunds, rules
 from local.stripe_compat.cards import (
     AUTHENTICATE_UNLESS_SET_UP,
     AUTHENTICATION_REQUIRED,
@@ -61,6 +61,7 @@ def install() -> None:
     aliases.install()  # Stripe's pm_card_* test ids
     event_list.install()  # GET /v1/events newest first, with ending_before and types
     refunds.install()  # refund.* and charge.refunded events; 4000000000005126 refunds fail
+    charges.install()  # payment_method_details on charges; charge.succeeded events
 
     # State stays in memory: localstripe pickles its store to /tmp/localstripe.pickle on every
     # write and reloads it at start. Class-level, because Store.__setitem__ calls it too.
@@ -248,6 +249,8 @@ def _intent_on_success(self: Any) -> None:
         if self.setup_future_usage == "off_session":
             payment_method._compat_set_up = True
     _original["pi_on_success"](self)
+    if self.latest_charge is not None:
+        charges.succeeded(self.latest_charge)
 
 
 def _intent_report_failure(self: Any) -> None:

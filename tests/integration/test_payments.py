@@ -53,8 +53,14 @@ def portal_pays(clinic, payment, number=VISA):
 
 
 def deliver(clinic, intent_id, event_type="payment_intent.succeeded", times=1):
-    event = clinic.intent_event(clinic.intent(intent_id), event_type)
-    return [clinic.signed_webhook(event) for _ in range(times)]
+    """The intent's event, `times` times (their answers); a succeeded one is followed, as at
+    Stripe, by its charge.succeeded (which carries the card's brand and last four)."""
+    intent = clinic.intent(intent_id)
+    answers = [clinic.signed_webhook(clinic.intent_event(intent, event_type)) for _ in range(times)]
+    if event_type == "payment_intent.succeeded":
+        status, body = clinic.signed_webhook(clinic.charge_event(intent))
+        assert status == 200, body
+    return answers
 
 
 def saved_card(clinic, patient, number=VISA):
@@ -131,6 +137,7 @@ def test_intent_metadata_carries_ids_only_and_a_generic_description(clinic):
         "clinic_id": clinic.clinic_id,
         "patient_id": "pat_a",
         "payment_id": payment["id"],
+        "invoice_ids": invoice["id"],  # ids only: what the webhook's settlement reads
     }
     assert intent["description"] == "Clinic services"
     customer = clinic.stripe().v1.customers.retrieve(intent["customer"]).to_dict()
@@ -643,14 +650,11 @@ def test_staff_charge_a_saved_card_in_the_account_where_cards_are_saved(stack):
     assert payment["publishable_key"] == portal_pk
 
 
-def test_a_transaction_conflict_linking_the_intent_is_503_and_the_retry_charges_once(clinic):
+def _conflict_next_transaction(clinic):
     import json
     import urllib.request
 
-    card = saved_card(clinic, "pat_a")
-    invoice = clinic.create_invoice("pat_a", 2700)
-    before = stripe_control.count(clinic.stack.stripe_url)
-    # DynamoDB cancels the next transaction (linking the PaymentIntent) for a concurrent one.
+    # DynamoDB cancels the next transaction for a concurrent one.
     request = urllib.request.Request(  # noqa: S310 - loopback moto
         f"{clinic.stack.moto_url}/_local/dynamodb/faults",
         data=json.dumps(
@@ -659,15 +663,41 @@ def test_a_transaction_conflict_linking_the_intent_is_503_and_the_retry_charges_
         method="POST",
     )
     urllib.request.urlopen(request, timeout=10).close()  # noqa: S310
+
+
+def test_a_transaction_conflict_linking_the_intent_is_503_and_the_retry_charges_once(clinic):
+    invoice = clinic.create_invoice("pat_a", 2700)
+    before = stripe_control.count(clinic.stack.stripe_url)
+    # The transaction that links the new PaymentIntent (and records the answer) is canceled.
+    _conflict_next_transaction(clinic)
+    body = {"method": "card", "allocations": [{"invoice_id": invoice["id"]}]}
+    status, answer = clinic.pay("pat_a", body, key="conflict-1")
+    assert (status, answer["error"]["code"]) == (503, "service_unavailable"), answer
+    status, payment = clinic.pay("pat_a", body, key="conflict-1")
+    assert (status, payment["status"]) == (201, "requires_payment_method"), payment
+    assert stripe_control.count(clinic.stack.stripe_url) == before + 1  # one intent
+    code, intent = portal_pays(clinic, payment)
+    assert (code, intent["status"]) == (200, "succeeded")
+    deliver(clinic, intent["id"])
+    assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
+    clinic.check_invariant("pat_a")
+
+
+def test_a_transaction_conflict_settling_a_saved_card_is_read_again_and_charges_once(clinic):
+    card = saved_card(clinic, "pat_a")
+    invoice = clinic.create_invoice("pat_a", 2700)
+    before = stripe_control.count(clinic.stack.stripe_url)
+    # The transaction that links the intent and settles the charge is canceled: it is planned
+    # again from a new read, and Stripe is not asked again.
+    _conflict_next_transaction(clinic)
     body = {
         "method": "card",
         "payment_method_id": card,
         "allocations": [{"invoice_id": invoice["id"]}],
     }
-    status, answer = clinic.pay("pat_a", body, key="conflict-1")
-    assert (status, answer["error"]["code"]) == (503, "service_unavailable"), answer
-    status, payment = clinic.pay("pat_a", body, key="conflict-1")
+    status, payment = clinic.pay("pat_a", body, key="conflict-2")
     assert (status, payment["status"]) == (201, "succeeded"), payment
+    assert clinic.pay("pat_a", body, key="conflict-2")[1] == payment  # replayed
     assert stripe_control.count(clinic.stack.stripe_url) == before + 1
     assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
     clinic.check_invariant("pat_a")

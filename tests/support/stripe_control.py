@@ -17,8 +17,13 @@ def _call(url: str, method: str, body: Any = None) -> Any:
         return json.loads(raw) if raw else None
 
 
+def requests(stripe_url: str) -> dict[str, int]:
+    """Requests the fake executed so far, by `METHOD /path/{template}`."""
+    return {label: int(n) for label, n in _call(f"{stripe_url}/_compat/requests", "GET").items()}
+
+
 def count(stripe_url: str, label: str = "POST /v1/payment_intents") -> int:
-    return int(_call(f"{stripe_url}/_compat/requests", "GET").get(label, 0))
+    return requests(stripe_url).get(label, 0)
 
 
 def fault(stripe_url: str, **spec: Any) -> None:

@@ -76,11 +76,14 @@ from clinic_payments.domain.ports import (
     IdempotencyRecord,
     InvoiceCredit,
     InvoiceDebit,
+    PatientReads,
     PaymentsRepository,
     RefundOutcomeWrite,
     RefundWrite,
+    RequestAnswer,
     ReservedRefundRef,
     SettlementWrite,
+    SettleResult,
     StripeGateway,
     StripeGateways,
     StripeObjectLink,
@@ -183,6 +186,8 @@ class InMemoryPaymentsRepository:
         self.events: dict[tuple[str, str], str] = {}
         self.idempotency: dict[str, _IdempotencyItem] = {}
         self.settle_calls = 0
+        self.patient_reads = 0
+        self.card_details: dict[tuple[str, str, str], CardSummary] = {}
         self.stale_writes = 0
         self.before_settle: Callable[[SettlementWrite], None] | None = None
         self.outcome_writes = 0
@@ -224,7 +229,7 @@ class InMemoryPaymentsRepository:
 
     # -- clinic configuration -------------------------------------------------------------
 
-    def get_settings(self, clinic_id: str) -> ClinicSettings | None:
+    def get_settings(self, clinic_id: str, *, cached: bool = False) -> ClinicSettings | None:
         self._maybe_fail("get_settings")
         found = self.settings.get(clinic_id)
         return copy.deepcopy(found) if found else None
@@ -233,12 +238,14 @@ class InMemoryPaymentsRepository:
         self._maybe_fail("put_settings")
         self.settings[settings.clinic_id] = copy.deepcopy(settings)
 
-    def get_account(self, clinic_id: str, account_id: str) -> StripeAccount | None:
+    def get_account(
+        self, clinic_id: str, account_id: str, *, cached: bool = False
+    ) -> StripeAccount | None:
         self._maybe_fail("get_account")
         found = self.accounts.get((clinic_id, account_id))
         return copy.deepcopy(found) if found else None
 
-    def list_accounts(self, clinic_id: str) -> list[StripeAccount]:
+    def list_accounts(self, clinic_id: str, *, cached: bool = False) -> list[StripeAccount]:
         self._maybe_fail("list_accounts")
         return [
             copy.deepcopy(a)
@@ -371,7 +378,7 @@ class InMemoryPaymentsRepository:
         self._track(stored)
         return True
 
-    def settle(self, write: SettlementWrite) -> bool:
+    def settle(self, write: SettlementWrite) -> SettleResult:
         self._maybe_fail("settle")
         self.settle_calls += 1
         if self.before_settle is not None:
@@ -379,8 +386,16 @@ class InMemoryPaymentsRepository:
         p = write.payment
         stored = self._stored_payment(p.clinic_id, p.patient_id, p.id)
         # The transaction's conditions, all checked before anything is written.
-        if stored is None or stored.status not in write.previous_statuses:
-            return False  # settled already (or no longer settleable): change nothing
+        if write.new:
+            if stored is not None:
+                return SettleResult.NOT_SETTLEABLE
+        elif stored is None or stored.status not in write.previous_statuses:
+            return SettleResult.NOT_SETTLEABLE  # settled already (or no longer settleable)
+        elif write.link is not None and stored.stripe_payment_intent_id not in (
+            None,
+            p.stripe_payment_intent_id,
+        ):
+            return SettleResult.NOT_SETTLEABLE
         bucket = self.invoices.get((p.clinic_id, p.patient_id), {})
         if not _invoices_as_read(bucket, write.invoices):
             self.stale_writes += 1
@@ -390,7 +405,15 @@ class InMemoryPaymentsRepository:
         ):
             self.stale_writes += 1
             raise StaleWriteError("The credit moved, or the ledger entry exists already.")
+        if write.event is not None and (write.event.account_key, write.event.event_id) in (
+            self.events
+        ):
+            return SettleResult.DUPLICATE_EVENT
         # All conditions hold: apply every item.
+        if write.new:
+            stored = copy.deepcopy(p)
+            self.payments.setdefault((p.clinic_id, p.patient_id), {})[p.id] = stored
+        assert stored is not None
         stored.status = p.status
         stored.allocations = list(p.allocations)
         stored.credit_amount = p.credit_amount
@@ -398,8 +421,16 @@ class InMemoryPaymentsRepository:
         stored.amount_received = p.amount_received
         stored.confirmation_number = p.confirmation_number
         stored.succeeded_at = p.succeeded_at
-        stored.payment_method = p.payment_method
+        # The card as charge.succeeded described it wins, as the adapter's card_details does.
+        stored.payment_method = self.card_details.get((p.clinic_id, p.patient_id, p.id)) or (
+            p.payment_method
+        )
         stored.failure = None
+        if write.link is not None:
+            stored.stripe_payment_intent_id = p.stripe_payment_intent_id
+            stored.client_secret = p.client_secret
+            stored.stripe_customer_id = p.stripe_customer_id
+            self.links[str(p.stripe_payment_intent_id)] = write.link
         self.pending.discard((p.clinic_id, p.patient_id, p.id))
         for credit in write.invoices:
             _pay_onto(bucket[credit.invoice_id], credit.amount, credit.new_status, credit.ref)
@@ -408,7 +439,64 @@ class InMemoryPaymentsRepository:
         if write.card_consent is not None:
             consents = self.card_consent_records.setdefault((p.clinic_id, p.patient_id), {})
             consents[write.card_consent.payment_method_id] = write.card_consent
+        if write.event is not None:
+            self.events[(write.event.account_key, write.event.event_id)] = write.event.event_type
+        if write.answer is not None:
+            self._answer(write.answer)
+        return SettleResult.SETTLED
+
+    def read_patient(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        *,
+        payment_id: str | None = None,
+        invoice_ids: tuple[str, ...] = (),
+        currencies: tuple[str, ...] = (),
+        customer_account: str | None = None,
+        event: tuple[str, str] | None = None,
+    ) -> PatientReads:
+        self._maybe_fail("read_patient")
+        self.patient_reads += 1
+        payment = self._stored_payment(clinic_id, patient_id, payment_id) if payment_id else None
+        bucket = self.invoices.get((clinic_id, patient_id), {})
+        return PatientReads(
+            payment=copy.deepcopy(payment),
+            invoices={i: copy.deepcopy(bucket[i]) for i in invoice_ids if i in bucket},
+            credits={
+                c: self.credits.get(
+                    (clinic_id, patient_id, c), Credit(balance=0, currency=c, version=0)
+                )
+                for c in currencies
+            },
+            customer_id=(
+                self.customers.get((clinic_id, patient_id, customer_account))
+                if customer_account
+                else None
+            ),
+            event_seen=event is not None and event in self.events,
+        )
+
+    def record_card_details(
+        self, link: StripeObjectLink, intent_id: str, card: CardSummary
+    ) -> bool:
+        self._maybe_fail("record_card_details")
+        stored = self._stored_payment(link.clinic_id, link.patient_id, link.payment_id)
+        if stored is None or stored.stripe_payment_intent_id != intent_id:
+            return False
+        self.card_details[(link.clinic_id, link.patient_id, link.payment_id)] = card
+        stored.payment_method = card
         return True
+
+    def attach_intent_answered(
+        self, payment: Payment, link: StripeObjectLink, answer: RequestAnswer | None
+    ) -> None:
+        self.attach_intent(payment, link)
+        if answer is not None:
+            self._answer(answer)
+
+    def _answer(self, answer: RequestAnswer) -> None:
+        self.complete_request(answer.scope, answer.status_code, answer.body)
 
     def record_refund(self, write: RefundWrite) -> bool:
         self._maybe_fail("record_refund")
@@ -565,12 +653,18 @@ class InMemoryPaymentsRepository:
         self.credits[(clinic_id, patient_id, change.entry.currency)] = copy.deepcopy(new)
         self.ledger.setdefault((clinic_id, patient_id), []).append(copy.deepcopy(change.entry))
 
-    def apply_credit(self, clinic_id: str, patient_id: str, write: CreditApplication) -> None:
+    def apply_credit(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        write: CreditApplication,
+        answer: RequestAnswer | None = None,
+    ) -> bool:
         self._maybe_fail("apply_credit")
         if self.before_apply_credit is not None:
             self.before_apply_credit(write)
         if self.ledger_entry_exists(clinic_id, patient_id, write.entry.id):
-            return
+            return False
         invoice = self.invoices.get((clinic_id, patient_id), {}).get(write.invoice_id)
         if not self._credit_as_read(clinic_id, patient_id, write.credit) or not _as_read(
             invoice, write.seen_amount_paid
@@ -579,6 +673,9 @@ class InMemoryPaymentsRepository:
         assert invoice is not None
         _pay_onto(invoice, write.amount, write.new_status, write.ref)
         self._write_credit(clinic_id, patient_id, write.credit)
+        if answer is not None:
+            self._answer(answer)
+        return True
 
     def adjust_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> LedgerEntry:
         self._maybe_fail("adjust_credit")
@@ -666,7 +763,8 @@ class InMemoryPaymentsRepository:
                 lock_until=now + lock_seconds,
                 expires_at=now + IDEMPOTENCY_RETENTION_SECONDS,
             )
-            return IdempotencyRecord(request_hash, resource_id, completed=False), True
+            record = IdempotencyRecord(request_hash, resource_id, completed=False, fresh=True)
+            return record, True
         record = item.record()
         if item.completed or item.request_hash != request_hash or item.lock_until > now:
             return record, False
@@ -790,6 +888,7 @@ class FakeStripeGateway:
         self.intents: dict[str, FakeIntent] = {}
         self.customers: dict[str, str] = {}  # idempotency key -> customer id
         self.cards: dict[str, tuple[CardSummary, str | None]] = {}
+        self.detached: set[str] = set()
         self.setups: dict[str, SetupIntentSnapshot] = {}
         self._setup_replies: dict[str, tuple[dict[str, Any], SetupIntentSnapshot]] = {}
         self.unavailable = False  # every call raises PaymentProviderUnavailableError
@@ -916,6 +1015,12 @@ class FakeStripeGateway:
             if isinstance(answer, DomainError):
                 raise copy.copy(answer)
             return answer
+        if payment_method is not None:
+            # Stripe's rule: an unknown card, one detached, or one of another customer is
+            # refused, and nothing is created (the adapter says not found).
+            found = self.cards.get(payment_method)
+            if found is None or payment_method in self.detached or found[1] not in (None, customer):
+                raise NotFoundError("That saved card was not found for this patient.")
         outcome = self._outcomes.pop(0) if self._outcomes else Succeed()
         if isinstance(outcome, Unavailable):
             if outcome.after_create:
@@ -1078,6 +1183,7 @@ class FakeStripeGateway:
             # Stripe: unknown, or not attached to a customer (nothing to detach).
             raise NotFoundError("That saved card was not found for this patient.")
         self.cards[payment_method_id] = (found[0], None)
+        self.detached.add(payment_method_id)
 
 
 class FakeStripeGateways:

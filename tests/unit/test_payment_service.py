@@ -231,6 +231,7 @@ def test_a_new_card_payment_awaits_a_payment_method_with_a_client_secret(world: 
         "clinic_id": CLINIC,
         "patient_id": PATIENT,
         "payment_id": payment.id,
+        "invoice_ids": invoice.id,  # ids only: what the webhook's settlement reads
     }
     assert world.repo.get_stripe_link(intent_id) == link_of(payment)
     assert world.repo.is_pending(payment)
@@ -288,7 +289,9 @@ def test_a_saved_card_of_another_customer_is_not_found_and_not_charged(world: Wo
     with pytest.raises(NotFoundError):
         pay(world, STAFF, card(invoice.id, payment_method_id=someone_elses))
 
-    assert world.gateway.calls_named("create_payment_intent") == []
+    # Stripe refuses a card of another customer (asked once, no second request to check
+    # first): nothing is created, nothing charged.
+    assert world.gateway.intent_ids() == []
     [payment] = world.repo.all_payments()
     assert payment.status is PaymentStatus.FAILED
     assert payment.failure is not None

@@ -9,10 +9,12 @@ from clinic_payments.domain.allocation import RequestedAllocation
 from clinic_payments.domain.errors import PaymentProviderUnavailableError
 from clinic_payments.domain.ids import new_id
 from clinic_payments.domain.model import (
+    Allocation,
     Failure,
     InvoiceStatus,
     Payment,
     PaymentMethodType,
+    PaymentPurpose,
     PaymentStatus,
 )
 from clinic_payments.domain.paying import PaymentRequest
@@ -154,18 +156,46 @@ def test_an_abandoned_payment_that_stripe_did_charge_still_settles_by_webhook(
     assert stored(world, payment).status is PaymentStatus.SUCCEEDED
 
 
-def test_a_cash_payment_recorded_before_the_lambda_died_is_settled(world: World) -> None:
+def test_a_cash_payment_whose_settlement_failed_leaves_nothing_and_its_retry_settles(
+    world: World,
+) -> None:
     invoice = world.invoice(5000)
     world.repo.fail_next("settle", RuntimeError("the Lambda timed out"))
     payment_id = new_id("pay")
+    request = PaymentRequest(PaymentMethodType.CASH, [RequestedAllocation(invoice.id)])
     with pytest.raises(RuntimeError):
-        world.payments.create(
-            STAFF,
-            CLINIC,
-            PATIENT,
-            PaymentRequest(PaymentMethodType.CASH, [RequestedAllocation(invoice.id)]),
-            payment_id,
-        )
+        world.payments.create(STAFF, CLINIC, PATIENT, request, payment_id, fresh=True)
+    # Written settled in one transaction, or not at all: nothing half-done to reconcile.
+    assert world.repo.get_payment(CLINIC, PATIENT, payment_id) is None
+    assert world.stored_invoice(invoice.id).amount_paid == 0
+
+    retried = world.payments.create(STAFF, CLINIC, PATIENT, request, payment_id)
+
+    assert retried.status is PaymentStatus.SUCCEEDED
+    assert world.stored_invoice(invoice.id).amount_paid == 5000
+
+
+def test_a_cash_payment_recorded_before_the_lambda_died_is_settled(world: World) -> None:
+    # Recorded, not settled: what a request that died between the two writes of earlier
+    # versions left in the table.
+    invoice = world.invoice(5000)
+    payment_id = new_id("pay")
+    recorded = Payment(
+        id=payment_id,
+        clinic_id=CLINIC,
+        patient_id=PATIENT,
+        status=PaymentStatus.PROCESSING,
+        method=PaymentMethodType.CASH,
+        purpose=PaymentPurpose.INVOICE,
+        amount=5000,
+        fee_amount=0,
+        currency="usd",
+        allocations=[Allocation(invoice.id, 5000)],
+        credit_amount=0,
+        created_by=STAFF.actor(),
+        created_at=world.clock.now(),
+    )
+    assert world.repo.put_new_payment(recorded)
     world.clock.advance(MIN_AGE * 2)
 
     report = reconciler(world).run()

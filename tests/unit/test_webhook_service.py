@@ -184,12 +184,16 @@ def test_an_event_whose_marking_failed_is_redelivered_without_counting_twice(
 ) -> None:
     payment = portal_payment(world)
     event = intent_event(captured(world, payment), event_id="evt_mark")
-    world.repo.fail_next("mark_event_processed", RuntimeError("DynamoDB is unavailable"))
+    before = money_state(world)
+    # The mark is written by the settlement's own transaction: that write fails, whole.
+    world.repo.fail_next("settle", RuntimeError("DynamoDB is unavailable"))
     with pytest.raises(RuntimeError):
         world.deliver(event)
-    settled_state = money_state(world)
+    assert money_state(world) == before  # nothing settled without its mark
 
     assert world.deliver(event) is WebhookOutcome.PROCESSED
+    settled_state = money_state(world)
+    assert world.deliver(event) is WebhookOutcome.DUPLICATE
     assert money_state(world) == settled_state
     invoice = world.stored_invoice(stored(world, payment).allocations[0].invoice_id)
     assert (invoice.amount_paid, len(invoice.payments)) == (5000, 1)

@@ -67,6 +67,16 @@ def actor_from(item: Item) -> Actor:
     return Actor(sub=str(item["sub"]), role=Role(item["role"]))
 
 
+def allocations_to(allocations: list[Allocation]) -> list[Item]:
+    out: list[Item] = []
+    for a in allocations:
+        item: Item = {"invoice_id": a.invoice_id, "amount": a.amount}
+        if a.invoice_number is not None:
+            item["invoice_number"] = a.invoice_number
+        out.append(item)
+    return out
+
+
 def card_to(card: CardSummary | None) -> Item | None:
     if card is None:
         return None
@@ -292,7 +302,7 @@ def payment_to_item(p: Payment) -> Item:
         "amount": p.amount,
         "fee_amount": p.fee_amount,
         "currency": p.currency,
-        "allocations": [{"invoice_id": a.invoice_id, "amount": a.amount} for a in p.allocations],
+        "allocations": allocations_to(p.allocations),
         "credit_amount": p.credit_amount,
         "created_by": actor_to(p.created_by),
         "created_at": p.created_at,
@@ -349,7 +359,8 @@ def payment_from(item: Item) -> Payment:
         fee_amount=_int(item.get("fee_amount")),
         currency=str(item["currency"]),
         allocations=[
-            Allocation(str(a["invoice_id"]), _int(a["amount"])) for a in item.get("allocations", [])
+            Allocation(str(a["invoice_id"]), _int(a["amount"]), a.get("invoice_number"))
+            for a in item.get("allocations", [])
         ],
         credit_amount=_int(item.get("credit_amount")),
         created_by=actor_from(item["created_by"]),
@@ -375,7 +386,9 @@ def payment_from(item: Item) -> Payment:
         stripe_customer_id=item.get("stripe_customer_id"),
         stripe_payment_intent_id=item.get("stripe_payment_intent_id"),
         client_secret=item.get("client_secret"),
-        payment_method=card_from(item.get("payment_method")),
+        # The card as the charge.succeeded event described it wins (never overwritten by a
+        # settlement that knew only the card's id).
+        payment_method=card_from(item.get("card_details") or item.get("payment_method")),
         failure=failure_from(item.get("failure")),
         confirmation_number=item.get("confirmation_number"),
         succeeded_at=item.get("succeeded_at"),

@@ -8,8 +8,9 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
@@ -42,22 +43,28 @@ from clinic_payments.domain.model import (
 )
 from clinic_payments.domain.payments import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import (
+    CONFIG_CACHE_SECONDS,
     CreditApplication,
     CreditChange,
+    EventMark,
     IdempotencyRecord,
     InvoiceCredit,
+    PatientReads,
     PaymentRequestRecord,
     ReceiptRef,
     RefundOutcomeWrite,
     RefundWrite,
+    RequestAnswer,
     ReservedRefundRef,
     SettlementWrite,
+    SettleResult,
     StripeObjectLink,
 )
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb.client import DynamoDBClient
 
+_T = TypeVar("_T")
 _ser = TypeSerializer()
 _de = TypeDeserializer()
 
@@ -122,9 +129,17 @@ def _index_after_settlement(p: Payment, values: dict[str, Any]) -> str:
 
 
 class DynamoPaymentsRepository:
-    def __init__(self, client: DynamoDBClient, table_name: str) -> None:
+    def __init__(
+        self,
+        client: DynamoDBClient,
+        table_name: str,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._ddb = client
         self._table = table_name
+        self._monotonic = monotonic
+        # Clinic settings and accounts for the money paths, per container (CONFIG_CACHE_SECONDS).
+        self._config: dict[str, tuple[float, Any]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -199,22 +214,45 @@ class DynamoPaymentsRepository:
 
     # -- clinic configuration --------------------------------------------------------------
 
-    def get_settings(self, clinic_id: str) -> ClinicSettings | None:
-        item = self._get(clinic_pk(clinic_id), "SETTINGS")
-        return codec.settings_from(item) if item else None
+    def _cached(self, key: str, cached: bool, read: Callable[[], _T]) -> _T:
+        now = self._monotonic()
+        hit = self._config.get(key) if cached else None
+        if hit is not None and now - hit[0] < CONFIG_CACHE_SECONDS:
+            return cast(_T, hit[1])
+        value = read()
+        self._config[key] = (now, value)
+        return value
+
+    def get_settings(self, clinic_id: str, *, cached: bool = False) -> ClinicSettings | None:
+        def read() -> ClinicSettings | None:
+            item = self._get(clinic_pk(clinic_id), "SETTINGS")
+            return codec.settings_from(item) if item else None
+
+        return self._cached(f"settings:{clinic_id}", cached, read)
 
     def put_settings(self, settings: ClinicSettings) -> None:
         self._ddb.put_item(TableName=self._table, Item=_dump(codec.settings_to_item(settings)))
+        self._config.pop(f"settings:{settings.clinic_id}", None)
 
-    def get_account(self, clinic_id: str, account_id: str) -> StripeAccount | None:
+    def get_account(
+        self, clinic_id: str, account_id: str, *, cached: bool = False
+    ) -> StripeAccount | None:
+        if cached:
+            accounts = self.list_accounts(clinic_id, cached=True)
+            return next((a for a in accounts if a.account_id == account_id), None)
         item = self._get(clinic_pk(clinic_id), f"ACCOUNT#{account_id}")
         return codec.account_from(item) if item else None
 
-    def list_accounts(self, clinic_id: str) -> list[StripeAccount]:
-        return [codec.account_from(i) for i in self._query_all(clinic_pk(clinic_id), "ACCOUNT#")]
+    def list_accounts(self, clinic_id: str, *, cached: bool = False) -> list[StripeAccount]:
+        def read() -> list[StripeAccount]:
+            items = self._query_all(clinic_pk(clinic_id), "ACCOUNT#")
+            return [codec.account_from(i) for i in items]
+
+        return list(self._cached(f"accounts:{clinic_id}", cached, read))
 
     def put_account(self, account: StripeAccount) -> None:
         self._ddb.put_item(TableName=self._table, Item=_dump(codec.account_to_item(account)))
+        self._config.pop(f"accounts:{account.clinic_id}", None)
 
     # -- invoices --------------------------------------------------------------------------
 
@@ -292,56 +330,47 @@ class DynamoPaymentsRepository:
         return codec.payment_from(item) if item else None
 
     def attach_intent(self, payment: Payment, link: StripeObjectLink) -> None:
+        self._attach_intent(payment, link, None)
+
+    def _attach_intent(
+        self, payment: Payment, link: StripeObjectLink, answer: RequestAnswer | None
+    ) -> None:
         key = {
             "pk": patient_pk(payment.clinic_id, payment.patient_id),
             "sk": f"PAYMENT#{payment.id}",
         }
+        items: list[Any] = [
+            {
+                "Update": {
+                    "TableName": self._table,
+                    "Key": _dump(key),
+                    "UpdateExpression": (
+                        "SET stripe_payment_intent_id = :pi, client_secret = :cs, "
+                        "stripe_customer_id = :cus, payment_method = :pm"
+                    ),
+                    # One payment, one PaymentIntent, whoever records it first.
+                    "ConditionExpression": (
+                        "attribute_exists(pk) AND (attribute_not_exists("
+                        "stripe_payment_intent_id) OR stripe_payment_intent_id = :pi "
+                        "OR stripe_payment_intent_id = :null)"
+                    ),
+                    "ExpressionAttributeValues": _values(
+                        {
+                            ":pi": payment.stripe_payment_intent_id,
+                            ":cs": payment.client_secret,
+                            ":cus": payment.stripe_customer_id,
+                            ":pm": codec.card_to(payment.payment_method),
+                            ":null": None,
+                        }
+                    ),
+                }
+            },
+            {"Put": self._link_put(payment, link)},
+        ]
+        if answer is not None:
+            items.append({"Update": self._answer_update(answer)})
         try:
-            self._ddb.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": _dump(key),
-                            "UpdateExpression": (
-                                "SET stripe_payment_intent_id = :pi, client_secret = :cs, "
-                                "stripe_customer_id = :cus, payment_method = :pm"
-                            ),
-                            # One payment, one PaymentIntent, whoever records it first.
-                            "ConditionExpression": (
-                                "attribute_exists(pk) AND (attribute_not_exists("
-                                "stripe_payment_intent_id) OR stripe_payment_intent_id = :pi "
-                                "OR stripe_payment_intent_id = :null)"
-                            ),
-                            "ExpressionAttributeValues": _values(
-                                {
-                                    ":pi": payment.stripe_payment_intent_id,
-                                    ":cs": payment.client_secret,
-                                    ":cus": payment.stripe_customer_id,
-                                    ":pm": codec.card_to(payment.payment_method),
-                                    ":null": None,
-                                }
-                            ),
-                        }
-                    },
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": _dump(
-                                {
-                                    "pk": f"STRIPE#{payment.stripe_payment_intent_id}",
-                                    "sk": "LINK",
-                                    "type": "stripe_link",
-                                    "clinic_id": link.clinic_id,
-                                    "patient_id": link.patient_id,
-                                    "payment_id": link.payment_id,
-                                    "account_id": link.account_id,
-                                }
-                            ),
-                        }
-                    },
-                ]
-            )
+            self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "TransactionCanceledException":
                 if _first_failed(exc):
@@ -403,14 +432,60 @@ class DynamoPaymentsRepository:
             raise
         return True
 
-    def settle(self, write: SettlementWrite) -> bool:
+    def settle(self, write: SettlementWrite) -> SettleResult:
         p = write.payment
-        pk = patient_pk(p.clinic_id, p.patient_id)
+        items: list[Any] = [self._settled_payment_item(write)]
+        if write.link is not None:
+            items.append({"Put": self._link_put(p, write.link)})
+        items += self._money_back_items(p, write.invoices, write.credit)
+        if write.card_consent is not None:
+            # The card saved while paying: its consent is on file the moment the payment is.
+            item = codec.card_consent_to_item(p.clinic_id, p.patient_id, write.card_consent)
+            items.append({"Put": {"TableName": self._table, "Item": _dump(item)}})
+        event_at = None
+        if write.event is not None:
+            event_at = len(items)
+            items.append({"Put": self._event_put(write.event)})
+        if write.answer is not None:
+            items.append({"Update": self._answer_update(write.answer)})
+        try:
+            self._ddb.transact_write_items(TransactItems=items)
+        except ClientError as exc:
+            code = exc.response["Error"]["Code"]
+            if code == "TransactionCanceledException":
+                failed = _failed_conditions(exc)
+                if failed and failed[0]:
+                    # settled already (or no longer settleable): change nothing
+                    return SettleResult.NOT_SETTLEABLE
+                if event_at is not None and len(failed) > event_at and failed[event_at]:
+                    return SettleResult.DUPLICATE_EVENT
+                raise StaleWriteError("An invoice changed during settlement.") from exc
+            if code in ("TransactionConflictException", "TransactionInProgressException"):
+                raise StaleWriteError("A concurrent transaction touched the same items.") from exc
+            raise
+        return SettleResult.SETTLED
+
+    def _settled_payment_item(self, write: SettlementWrite) -> dict[str, Any]:
+        """The payment as settled: written whole if it is new (cash, check), else updated from
+        a status that may still settle. The one guard of exactly-once."""
+        p = write.payment
+        if write.new:
+            item = codec.payment_to_item(p)
+            if p.receipt_email:
+                # Owes its receipt email from the moment it exists (see _index_after_settlement).
+                item["gsi1pk"] = RECEIPTS_UNSENT_PK
+                item["gsi1sk"] = f"{p.succeeded_at}#{p.clinic_id}#{p.patient_id}#{p.id}"
+            put: dict[str, Any] = {
+                "TableName": self._table,
+                "Item": _dump(item),
+                "ConditionExpression": "attribute_not_exists(pk)",
+            }
+            return {"Put": put}
         allowed = write.previous_statuses
         from_names = ", ".join(f":from{i}" for i in range(len(allowed)))
-        payment_values: dict[str, Any] = {
+        values: dict[str, Any] = {
             ":status": p.status.value,
-            ":alloc": [{"invoice_id": a.invoice_id, "amount": a.amount} for a in p.allocations],
+            ":alloc": codec.allocations_to(p.allocations),
             ":credit": p.credit_amount,
             ":fee": p.fee_amount,
             ":received": p.amount_received,
@@ -419,44 +494,153 @@ class DynamoPaymentsRepository:
             ":pm": codec.card_to(p.payment_method),
             ":null": None,
         }
-        payment_values.update({f":from{i}": s.value for i, s in enumerate(allowed)})
-        index_clause = _index_after_settlement(p, payment_values)
-        items: list[Any] = [
-            {
-                "Update": {
-                    "TableName": self._table,
-                    "Key": _dump({"pk": pk, "sk": f"PAYMENT#{p.id}"}),
-                    "UpdateExpression": (
-                        "SET #status = :status, allocations = :alloc, credit_amount = :credit, "
-                        "fee_amount = :fee, amount_received = :received, "
-                        "confirmation_number = :conf, succeeded_at = :at, payment_method = :pm, "
-                        "failure = :null" + index_clause
-                    ),
-                    # The one guard of exactly-once: only a payment not yet settled settles.
-                    "ConditionExpression": f"#status IN ({from_names})",
-                    "ExpressionAttributeNames": {"#status": "status"},
-                    "ExpressionAttributeValues": _values(payment_values),
+        values.update({f":from{i}": s.value for i, s in enumerate(allowed)})
+        expression = (
+            "SET #status = :status, allocations = :alloc, credit_amount = :credit, "
+            "fee_amount = :fee, amount_received = :received, "
+            "confirmation_number = :conf, succeeded_at = :at, payment_method = :pm, "
+            "failure = :null"
+        )
+        condition = f"#status IN ({from_names})"
+        if write.link is not None:
+            expression += ", stripe_payment_intent_id = :pi, client_secret = :cs, "
+            expression += "stripe_customer_id = :cus"
+            values[":pi"] = p.stripe_payment_intent_id
+            values[":cs"] = p.client_secret
+            values[":cus"] = p.stripe_customer_id
+            condition += (
+                " AND (attribute_not_exists(stripe_payment_intent_id) OR "
+                "stripe_payment_intent_id = :pi OR stripe_payment_intent_id = :null)"
+            )
+        expression += _index_after_settlement(p, values)
+        return {
+            "Update": {
+                "TableName": self._table,
+                "Key": _dump(
+                    {"pk": patient_pk(p.clinic_id, p.patient_id), "sk": f"PAYMENT#{p.id}"}
+                ),
+                "UpdateExpression": expression,
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": {"#status": "status"},
+                "ExpressionAttributeValues": _values(values),
+            }
+        }
+
+    def _link_put(self, payment: Payment, link: StripeObjectLink) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "Item": _dump(
+                {
+                    "pk": f"STRIPE#{payment.stripe_payment_intent_id}",
+                    "sk": "LINK",
+                    "type": "stripe_link",
+                    "clinic_id": link.clinic_id,
+                    "patient_id": link.patient_id,
+                    "payment_id": link.payment_id,
+                    "account_id": link.account_id,
+                }
+            ),
+        }
+
+    def _event_put(self, mark: EventMark) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "Item": _dump(
+                {
+                    "pk": f"STRIPE_EVENT#{mark.account_key}#{mark.event_id}",
+                    "sk": "EVENT",
+                    "type": "stripe_event",
+                    "event_type": mark.event_type,
+                    "expires_at": int(time.time()) + EVENT_RETENTION_SECONDS,
+                }
+            ),
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+
+    def _answer_update(self, answer: RequestAnswer) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "Key": _dump({"pk": f"IDEMPOTENCY#{answer.scope}", "sk": "REQUEST"}),
+            "UpdateExpression": "SET completed = :true, status_code = :status, body = :body",
+            "ExpressionAttributeValues": _values(
+                {":true": True, ":status": answer.status_code, ":body": answer.body}
+            ),
+        }
+
+    def read_patient(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        *,
+        payment_id: str | None = None,
+        invoice_ids: tuple[str, ...] = (),
+        currencies: tuple[str, ...] = (),
+        customer_account: str | None = None,
+        event: tuple[str, str] | None = None,
+    ) -> PatientReads:
+        pk = patient_pk(clinic_id, patient_id)
+        keys: list[tuple[str, str]] = []
+        if payment_id is not None:
+            keys.append((pk, f"PAYMENT#{payment_id}"))
+        keys += [(pk, f"INVOICE#{i}") for i in dict.fromkeys(invoice_ids)]
+        keys += [(pk, f"CREDIT#{c}") for c in dict.fromkeys(currencies)]
+        if customer_account is not None:
+            keys.append((pk, f"CUSTOMER#{customer_account}"))
+        event_key = (f"STRIPE_EVENT#{event[0]}#{event[1]}", "EVENT") if event else None
+        if event_key is not None:
+            keys.append(event_key)
+        found = self._batch_get(keys)
+        payment_item = found.get((pk, f"PAYMENT#{payment_id}")) if payment_id else None
+        invoices = {
+            i: codec.invoice_from(item)
+            for i in invoice_ids
+            if (item := found.get((pk, f"INVOICE#{i}"))) is not None
+        }
+        credits = {}
+        for currency in currencies:
+            item = found.get((pk, f"CREDIT#{currency}"))
+            credits[currency] = (
+                codec.credit_from(item) if item else Credit(balance=0, currency=currency, version=0)
+            )
+        customer = found.get((pk, f"CUSTOMER#{customer_account}")) if customer_account else None
+        return PatientReads(
+            payment=codec.payment_from(payment_item) if payment_item else None,
+            invoices=invoices,
+            credits=credits,
+            customer_id=str(customer["customer_id"]) if customer else None,
+            event_seen=event_key is not None and event_key in found,
+        )
+
+    def _batch_get(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Item]:
+        """Consistent reads of up to any number of keys: 100 a call, unprocessed ones again."""
+        found: dict[tuple[str, str], Item] = {}
+        for start in range(0, len(keys), 100):
+            request: dict[str, Any] = {
+                self._table: {
+                    "Keys": [_dump({"pk": pk, "sk": sk}) for pk, sk in keys[start : start + 100]],
+                    "ConsistentRead": True,
                 }
             }
-        ]
-        items += self._money_back_items(p, write.invoices, write.credit)
-        if write.card_consent is not None:
-            # The card saved while paying: its consent is on file the moment the payment is.
-            item = codec.card_consent_to_item(p.clinic_id, p.patient_id, write.card_consent)
-            items.append({"Put": {"TableName": self._table, "Item": _dump(item)}})
-        try:
-            self._ddb.transact_write_items(TransactItems=items)
-        except ClientError as exc:
-            code = exc.response["Error"]["Code"]
-            if code == "TransactionCanceledException":
-                failed = _failed_conditions(exc)
-                if failed and failed[0]:
-                    return False  # settled already (or no longer settleable): change nothing
-                raise StaleWriteError("An invoice changed during settlement.") from exc
-            if code in ("TransactionConflictException", "TransactionInProgressException"):
-                raise StaleWriteError("A concurrent transaction touched the same items.") from exc
-            raise
-        return True
+            attempt = 0
+            while request:
+                out = self._ddb.batch_get_item(RequestItems=request)
+                for raw in out.get("Responses", {}).get(self._table, []):
+                    item = _load(raw)
+                    found[(str(item["pk"]), str(item["sk"]))] = item
+                request = dict(out.get("UnprocessedKeys") or {})
+                if request:
+                    attempt += 1
+                    if attempt >= 5:
+                        raise ServiceUnavailableError(
+                            "The service is busy; nothing was changed. Retry shortly."
+                        )
+                    time.sleep(0.05 * 2**attempt)
+        return found
+
+    def attach_intent_answered(
+        self, payment: Payment, link: StripeObjectLink, answer: RequestAnswer | None
+    ) -> None:
+        self._attach_intent(payment, link, answer)
 
     def record_refund(self, write: RefundWrite) -> bool:
         p = write.payment
@@ -591,6 +775,28 @@ class DynamoPaymentsRepository:
                 }
             )
         self._ddb.transact_write_items(TransactItems=items)
+
+    def record_card_details(
+        self, link: StripeObjectLink, intent_id: str, card: CardSummary
+    ) -> bool:
+        try:
+            self._ddb.update_item(
+                TableName=self._table,
+                Key=_dump(
+                    {
+                        "pk": patient_pk(link.clinic_id, link.patient_id),
+                        "sk": f"PAYMENT#{link.payment_id}",
+                    }
+                ),
+                UpdateExpression="SET card_details = :card",
+                ConditionExpression="stripe_payment_intent_id = :pi",
+                ExpressionAttributeValues=_values({":card": codec.card_to(card), ":pi": intent_id}),
+            )
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False
+            raise
+        return True
 
     def get_stripe_link(self, object_id: str) -> StripeObjectLink | None:
         item = self._get(f"STRIPE#{object_id}", "LINK")
@@ -795,7 +1001,13 @@ class DynamoPaymentsRepository:
             "ConditionExpression": "attribute_not_exists(pk)",
         }
 
-    def apply_credit(self, clinic_id: str, patient_id: str, write: CreditApplication) -> None:
+    def apply_credit(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        write: CreditApplication,
+        answer: RequestAnswer | None = None,
+    ) -> bool:
         pk = patient_pk(clinic_id, patient_id)
         credit, ledger = self._credit_items(clinic_id, patient_id, write.credit)
         items: list[Any] = [
@@ -812,17 +1024,20 @@ class DynamoPaymentsRepository:
                 )
             },
         ]
+        if answer is not None:
+            items.append({"Update": self._answer_update(answer)})
         try:
             self._ddb.transact_write_items(TransactItems=items)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if code == "TransactionCanceledException":
                 if _first_failed(exc):
-                    return  # applied already: this is a retry
+                    return False  # applied already: this is a retry
                 raise StaleWriteError("The credit or the invoice changed.") from exc
             if code in ("TransactionConflictException", "TransactionInProgressException"):
                 raise StaleWriteError("A concurrent transaction touched the same items.") from exc
             raise
+        return True
 
     def adjust_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> LedgerEntry:
         pk = patient_pk(clinic_id, patient_id)
@@ -956,18 +1171,9 @@ class DynamoPaymentsRepository:
         return self._get(f"STRIPE_EVENT#{account_key}#{event_id}", "EVENT") is not None
 
     def mark_event_processed(self, account_key: str, event_id: str, event_type: str) -> None:
-        self._ddb.put_item(
-            TableName=self._table,
-            Item=_dump(
-                {
-                    "pk": f"STRIPE_EVENT#{account_key}#{event_id}",
-                    "sk": "EVENT",
-                    "type": "stripe_event",
-                    "event_type": event_type,
-                    "expires_at": int(time.time()) + EVENT_RETENTION_SECONDS,
-                }
-            ),
-        )
+        put = self._event_put(EventMark(account_key, event_id, event_type))
+        del put["ConditionExpression"]  # marking twice is harmless
+        self._ddb.put_item(**put)
 
     # -- idempotency ------------------------------------------------------------------------------
 
@@ -992,7 +1198,7 @@ class DynamoPaymentsRepository:
                 ),
                 ConditionExpression="attribute_not_exists(pk)",
             )
-            return IdempotencyRecord(request_hash, resource_id, completed=False), True
+            return IdempotencyRecord(request_hash, resource_id, completed=False, fresh=True), True
         except ClientError as exc:
             if not _is_condition_failure(exc):
                 raise

@@ -227,6 +227,8 @@ class StripeGateway:
         }
         if payment_method:
             params["payment_method"] = payment_method
+            # The card's brand and last four come back with the intent: no second request.
+            params["expand"] = ["payment_method"]
         if confirm:
             params["confirm"] = True
             if off_session:
@@ -246,6 +248,11 @@ class StripeGateway:
             failed_intent = getattr(exc.error, "payment_intent", None)
             if failed_intent is not None:
                 return intent_snapshot(failed_intent.to_dict())
+            raise _translate(exc) from exc
+        except stripe.InvalidRequestError as exc:
+            if payment_method and (exc.param == "payment_method" or exc.code == "resource_missing"):
+                # Stripe's own rule: a card attached to another customer, detached, or unknown.
+                raise NotFoundError("That saved card was not found for this patient.") from exc
             raise _translate(exc) from exc
         except stripe.StripeError as exc:
             raise _translate(exc) from exc
@@ -457,6 +464,8 @@ class _RefundListShape(_Shape):
 class _ChargeShape(_StripeObjectShape):
     payment_intent: _Expandable = None
     refunds: _RefundListShape | None = None
+    payment_method: StrictStr | None = None
+    payment_method_details: dict[str, Any] | None = None
 
 
 class _DisputeShape(_StripeObjectShape):
@@ -551,8 +560,14 @@ def charge_snapshot(data: dict[str, Any]) -> ChargeSnapshot:
     # Stripe lists a charge's refunds only when asked (expand); without them, they are fetched.
     if isinstance(listed, dict) and isinstance(listed.get("data"), list) and listed["data"]:
         refunds = [refund_snapshot(r) for r in listed["data"]]
+    details = data.get("payment_method_details") or {}
+    card = details.get("card") if isinstance(details, dict) else None
+    pm = data.get("payment_method")
     return ChargeSnapshot(
-        id=str(data["id"]), payment_intent_id=_id_of(data.get("payment_intent")), refunds=refunds
+        id=str(data["id"]),
+        payment_intent_id=_id_of(data.get("payment_intent")),
+        refunds=refunds,
+        card=_card({"id": pm, "card": card}) if isinstance(pm, str) and card else None,
     )
 
 

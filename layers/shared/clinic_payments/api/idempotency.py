@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from pydantic import BaseModel
 
 from clinic_payments.api.auth import HasContext, Middleware, current_caller
 from clinic_payments.api.errors import json_response
@@ -28,6 +30,9 @@ from clinic_payments.domain.errors import (
     ValidationError,
 )
 from clinic_payments.domain.ids import new_id
+from clinic_payments.domain.ports import RequestAnswer
+
+_V = TypeVar("_V")
 
 LOCK_SECONDS = 60
 HEADER = "idempotency-key"
@@ -91,7 +96,10 @@ def idempotent(resource_prefix: str) -> Middleware:
             raise RequestInProgressError(
                 "A request with this Idempotency-Key is still in progress; retry shortly."
             )
-        app.append_context(resource_id=record.resource_id)
+        answered = _Answered(scope)
+        app.append_context(
+            resource_id=record.resource_id, resource_fresh=record.fresh, answered=answered
+        )
         try:
             response = next_middleware(app)
         except DomainError as exc:
@@ -103,11 +111,53 @@ def idempotent(resource_prefix: str) -> Middleware:
             repo.release_request(scope)
         else:
             body = response.body if isinstance(response.body, str) else json.dumps(response.body)
-            repo.complete_request(scope, response.status_code, body)
+            if answered.committed != (response.status_code, body):
+                # Not recorded by the request's own last write (or recorded otherwise).
+                repo.complete_request(scope, response.status_code, body)
         return response
 
     middleware.__name__ = "idempotent"
     return middleware
+
+
+class _Answered:
+    """Which answer the request's last write recorded, if one did."""
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        self.committed: tuple[int, str] | None = None
+
+
+class _Answering(Generic[_V]):
+    """The Answering port: the route's own rendering of its success response, recorded in the
+    transaction that ends the request (the middleware then has nothing left to write)."""
+
+    def __init__(self, answered: _Answered, status: int, render: Callable[[_V], BaseModel]):
+        self._answered = answered
+        self._status = status
+        self._render = render
+
+    def __call__(self, value: _V) -> RequestAnswer:
+        model = self._render(value).model_dump(mode="json")
+        body = json.dumps(model, separators=(",", ":"))  # as json_response writes it
+        return RequestAnswer(self._answered.scope, self._status, body)
+
+    def committed(self, answer: RequestAnswer) -> None:
+        self._answered.committed = (answer.status_code, answer.body)
+
+
+def answering(app: HasContext, status: int, render: Callable[[_V], BaseModel]) -> _Answering[_V]:
+    """An Answering for the route behind idempotent(): `render` must be what the route
+    returns with `ok(render(value), status)`."""
+    answered = app.context.get("answered")
+    if not isinstance(answered, _Answered):
+        raise RuntimeError("route is not behind the idempotent() middleware")
+    return _Answering(answered, status, render)
+
+
+def resource_is_fresh(app: HasContext) -> bool:
+    """Nothing was written under the resource id yet: a first attempt, not a resumed one."""
+    return app.context.get("resource_fresh") is True
 
 
 def resource_id(app: HasContext) -> str:
@@ -117,4 +167,4 @@ def resource_id(app: HasContext) -> str:
     return value
 
 
-__all__ = ["idempotent", "json_response", "resource_id"]
+__all__ = ["answering", "idempotent", "json_response", "resource_id", "resource_is_fresh"]

@@ -123,7 +123,7 @@ def plan_settlement(
         invoice = current.get(alloc.invoice_id)
         due = invoice.balance_due if invoice is not None else 0
         take = max(0, min(alloc.amount, due, remaining))
-        if take:
-            applied.append(Allocation(alloc.invoice_id, take))
+        if take and invoice is not None:
+            applied.append(Allocation(alloc.invoice_id, take, invoice.number))
             remaining -= take
     return Settlement(applied, remaining)

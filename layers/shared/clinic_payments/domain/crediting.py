@@ -20,7 +20,7 @@ from clinic_payments.domain.errors import (
     StaleWriteError,
     ValidationError,
 )
-from clinic_payments.domain.invoices import status_after
+from clinic_payments.domain.invoices import status_after, with_payment
 from clinic_payments.domain.model import (
     Caller,
     Credit,
@@ -32,6 +32,7 @@ from clinic_payments.domain.model import (
 )
 from clinic_payments.domain.money import MAX_AMOUNT
 from clinic_payments.domain.ports import (
+    Answering,
     Clock,
     CreditApplication,
     CreditChange,
@@ -75,19 +76,36 @@ class CreditService:
         invoice_id: str,
         amount: int | None,
         application_id: str,
+        *,
+        fresh: bool = False,
+        answer: Answering[Invoice] | None = None,
     ) -> Invoice:
-        """Move credit to an invoice: never more than the credit, never more than its balance."""
+        """Move credit to an invoice: never more than the credit, never more than its balance.
+
+        One read (the invoice and the credit of the clinic's currency) and one transaction
+        (which records the request's answer too). `fresh`: a first attempt, so this
+        application cannot have been made already."""
+        settings = self._repo.get_settings(clinic_id, cached=True)
+        currencies = (settings.currency,) if settings else ()
+        if not fresh and self._repo.ledger_entry_exists(clinic_id, patient_id, application_id):
+            # This application is done: a retry changes nothing.
+            return self._invoice(clinic_id, patient_id, invoice_id)
         for attempt in range(APPLY_ATTEMPTS):
-            invoice = self._repo.get_invoice(clinic_id, patient_id, invoice_id)
+            # Read last, right before the write: the shorter the time between, the fewer
+            # writers of the same credit make each other read again.
+            reads = self._repo.read_patient(
+                clinic_id, patient_id, invoice_ids=(invoice_id,), currencies=currencies
+            )
+            invoice = reads.invoices.get(invoice_id)
             if invoice is None:
                 raise NotFoundError("Invoice not found.")
-            if self._repo.ledger_entry_exists(clinic_id, patient_id, application_id):
-                return invoice  # this application is done: a retry changes nothing
             if not invoice.is_payable:
                 raise InvoiceNotPayableError(
                     f"The invoice has nothing left to pay ({invoice.status.value})."
                 )
-            credit = self._repo.get_credit(clinic_id, patient_id, invoice.currency)
+            credit = reads.credits.get(invoice.currency) or self._repo.get_credit(
+                clinic_id, patient_id, invoice.currency
+            )
             wanted = min(credit.balance, invoice.balance_due) if amount is None else amount
             if amount is not None and amount > invoice.balance_due:
                 raise ValidationError(
@@ -117,13 +135,25 @@ class CreditService:
                 ref=InvoicePaymentRef(application_id, wanted, "credit", now),
                 credit=CreditChange(entry, credit, take(credit, plan_oldest_first(credit, wanted))),
             )
+            applied = with_payment(invoice, write.ref, write.new_status)
+            recorded = answer(applied) if answer is not None else None
             try:
-                self._repo.apply_credit(clinic_id, patient_id, write)
+                written = self._repo.apply_credit(clinic_id, patient_id, write, recorded)
             except StaleWriteError:
                 pause_before_retry(attempt)
                 continue  # the invoice or the credit moved (a payment, a refund): read again
-            return self._repo.get_invoice(clinic_id, patient_id, invoice_id) or invoice
+            if not written:  # made already by an earlier attempt of this request
+                return self._invoice(clinic_id, patient_id, invoice_id)
+            if answer is not None and recorded is not None:
+                answer.committed(recorded)
+            return applied
         raise ConflictError("The invoice is changing too fast; try again.")
+
+    def _invoice(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice:
+        invoice = self._repo.get_invoice(clinic_id, patient_id, invoice_id)
+        if invoice is None:
+            raise NotFoundError("Invoice not found.")
+        return invoice
 
     def adjust(
         self,

@@ -111,7 +111,8 @@ def compose_receipt(
         paid=[
             ReceiptLine(
                 a.invoice_id,
-                invoices[a.invoice_id].number if a.invoice_id in invoices else None,
+                a.invoice_number
+                or (invoices[a.invoice_id].number if a.invoice_id in invoices else None),
                 a.amount,
             )
             for a in payment.allocations
@@ -283,23 +284,31 @@ class DocumentService:
         self._renderer = renderer
 
     def _settings(self, clinic_id: str) -> ClinicSettings:
-        return self._repo.get_settings(clinic_id) or ClinicSettings(clinic_id=clinic_id)
+        found = self._repo.get_settings(clinic_id, cached=True)
+        return found or ClinicSettings(clinic_id=clinic_id)
 
     def receipt(self, clinic_id: str, patient_id: str, payment_id: str) -> Receipt:
-        payment = self._repo.get_payment(clinic_id, patient_id, payment_id)
-        if payment is None:
+        """One round trip: the payment (its allocations name their invoices) and the credit of
+        the clinic's currency, read together."""
+        settings = self._settings(clinic_id)
+        reads = self._repo.read_patient(
+            clinic_id, patient_id, payment_id=payment_id, currencies=(settings.currency,)
+        )
+        if reads.payment is None:
             raise NotFoundError("Payment not found.")
-        return self.receipt_of(payment)
+        return self.receipt_of(reads.payment, reads.credits.get(reads.payment.currency))
 
-    def receipt_of(self, payment: Payment) -> Receipt:
+    def receipt_of(self, payment: Payment, credit: Credit | None = None) -> Receipt:
+        unnamed = tuple(a.invoice_id for a in payment.allocations if a.invoice_number is None)
+        currencies = () if credit is not None else (payment.currency,)
         invoices: dict[str, Invoice] = {}
-        for allocation in payment.allocations:
-            found = self._repo.get_invoice(
-                payment.clinic_id, payment.patient_id, allocation.invoice_id
+        if unnamed or credit is None:
+            # Settled before allocations kept their invoice's number, or another currency.
+            reads = self._repo.read_patient(
+                payment.clinic_id, payment.patient_id, invoice_ids=unnamed, currencies=currencies
             )
-            if found is not None:
-                invoices[found.id] = found
-        credit = self._repo.get_credit(payment.clinic_id, payment.patient_id, payment.currency)
+            invoices = reads.invoices
+            credit = credit or reads.credits[payment.currency]
         return compose_receipt(payment, invoices, self._settings(payment.clinic_id), credit)
 
     def receipt_pdf(self, receipt: Receipt) -> tuple[PrintableDocument, bytes]:

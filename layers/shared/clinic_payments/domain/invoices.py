@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from clinic_payments.domain.errors import ConflictError, ValidationError
@@ -12,6 +12,7 @@ from clinic_payments.domain.model import (
     ClinicSettings,
     Invoice,
     InvoiceLine,
+    InvoicePaymentRef,
     InvoiceStatus,
 )
 from clinic_payments.domain.money import MAX_AMOUNT, line_tax
@@ -105,6 +106,18 @@ def status_after(total: int, amount_paid: int) -> InvoiceStatus:
     if amount_paid >= total:
         return InvoiceStatus.PAID
     return InvoiceStatus.PARTIALLY_PAID
+
+
+def with_payment(invoice: Invoice, ref: InvoicePaymentRef, status: InvoiceStatus) -> Invoice:
+    """The invoice as a write that pays `ref.amount` onto it leaves it (what reading it again
+    would give): amount paid, status, the payment listed, the date it was paid in full."""
+    return replace(
+        invoice,
+        amount_paid=invoice.amount_paid + ref.amount,
+        status=status,
+        payments=[*invoice.payments, ref],
+        paid_at=ref.at if status is InvoiceStatus.PAID else invoice.paid_at,
+    )
 
 
 def ensure_voidable(invoice: Invoice) -> None:

@@ -214,6 +214,9 @@ class Payer(StrEnum):
 class Allocation:
     invoice_id: str
     amount: int
+    # The invoice's number, kept with a settled payment's allocations so its receipt names the
+    # invoices without reading them (not part of what an allocation is: never compared).
+    invoice_number: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -533,6 +536,7 @@ class ChargeSnapshot:
     id: str
     payment_intent_id: str | None
     refunds: list[RefundSnapshot] | None  # None when the event does not list them
+    card: CardSummary | None = None  # payment_method_details.card, with the charged card's id
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from clinic_payments.domain.errors import (
     CardDeclinedError,
     ConflictError,
     ConsentRequiredError,
-    DomainError,
     ForbiddenError,
     NotFoundError,
     PaymentError,
@@ -57,12 +56,16 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.money import fee_for, format_amount, is_valid_amount, minimum_charge
 from clinic_payments.domain.payments import may_move, status_from_intent, statuses_before
 from clinic_payments.domain.ports import (
+    Answering,
     Clock,
     CreditChange,
+    EventMark,
     InvoiceCredit,
+    PatientReads,
     PaymentsRepository,
     ReceiptNotifier,
     SettlementWrite,
+    SettleResult,
     StripeGateways,
     StripeObjectLink,
 )
@@ -170,16 +173,30 @@ class PaymentService:
         patient_id: str,
         request: PaymentRequest,
         payment_id: str,
+        *,
+        fresh: bool = False,
+        answer: Answering[Payment] | None = None,
     ) -> Payment:
-        """Create (or, for a retried request, resume) a payment and take it as far as it goes."""
-        existing = self._repo.get_payment(clinic_id, patient_id, payment_id)
-        if existing is not None:
-            return self._advance(existing)
-        payment = self._new_payment(caller, clinic_id, patient_id, request, payment_id)
+        """Create (or, for a retried request, resume) a payment and take it as far as it goes.
+
+        `fresh`: nothing was written under this payment id yet (a first attempt), so there is
+        nothing to resume. `answer`: the request's answer, recorded by the write that ends it."""
+        if not fresh:
+            existing = self._repo.get_payment(clinic_id, patient_id, payment_id)
+            if existing is not None:
+                return self._advance(existing)
+        payment, reads = self._new_payment(caller, clinic_id, patient_id, request, payment_id)
+        if payment.method is not PaymentMethodType.CARD:
+            # Cash and check: the money is in the clinic's hands, so the payment is written
+            # settled, with its invoices and credit, in one transaction.
+            settled, _ = self._settle(
+                payment, payment.amount, None, reads=reads, new=True, answer=answer
+            )
+            return self._raise_for_outcome(settled or self.get(clinic_id, patient_id, payment_id))
         if not self._repo.put_new_payment(payment):
             # Another attempt of the same request wrote it first: carry on from what it wrote.
-            payment = self.get(clinic_id, patient_id, payment_id)
-        return self._advance(payment)
+            return self._advance(self.get(clinic_id, patient_id, payment_id))
+        return self._charge(payment, reads, answer)
 
     def _new_payment(
         self,
@@ -188,7 +205,7 @@ class PaymentService:
         patient_id: str,
         request: PaymentRequest,
         payment_id: str,
-    ) -> Payment:
+    ) -> tuple[Payment, PatientReads]:
         settings = self._settings(clinic_id)
         staff_only = {PaymentMethodType.CASH, PaymentMethodType.CHECK}
         if request.method in staff_only and not caller.is_staff:
@@ -233,14 +250,32 @@ class PaymentService:
                 "Unknown location.", [{"field": "location_id", "issue": "unknown location"}]
             )
 
+        account: StripeAccount | None = None
+        if request.method is PaymentMethodType.CARD:
+            account = self._charging_account(clinic_id, caller, request)
+        # One round trip for what the payment touches: the invoices it names, the credit its
+        # overflow would go to, the patient's Stripe customer in the charging account.
+        reads = self._repo.read_patient(
+            clinic_id,
+            patient_id,
+            invoice_ids=tuple(a.invoice_id for a in request.allocations or []),
+            currencies=(settings.currency,),
+            customer_account=account.account_id if account else None,
+        )
         if request.purpose is PaymentPurpose.CREDIT_TOPUP:
             # A top-up pays no invoice: no need to read them.
             plan_allocations, credit, currency = [], request.amount or 0, settings.currency
         else:
-            invoices = self._repo.all_invoices(clinic_id, patient_id)
+            invoices = (
+                list(reads.invoices.values())
+                if request.allocations
+                else self._repo.all_invoices(clinic_id, patient_id)
+            )
             plan = plan_payment(request.allocations, request.amount, invoices)
             plan_allocations, credit = plan.allocations, plan.credit_amount
             currency = plan.currency or settings.currency
+            planned = {a.invoice_id for a in plan_allocations}
+            reads = replace(reads, invoices={i.id: i for i in invoices if i.id in planned})
         amount = sum(a.amount for a in plan_allocations) + credit
         if not is_valid_amount(amount):
             raise ValidationError(
@@ -248,9 +283,7 @@ class PaymentService:
                 [{"field": "amount", "issue": "out of range"}],
             )
         fee = 0
-        account: StripeAccount | None = None
         if request.method is PaymentMethodType.CARD:
-            account = self._charging_account(clinic_id, caller, request)
             if settings.pass_processing_fees:
                 rate = settings.fee_schedule["card"]
                 fee = fee_for(amount, rate.percent, rate.fixed)
@@ -263,7 +296,7 @@ class PaymentService:
             if request.method is not PaymentMethodType.CARD or request.payment_method_id
             else PaymentStatus.REQUIRES_PAYMENT_METHOD
         )
-        return Payment(
+        payment = Payment(
             id=payment_id,
             clinic_id=clinic_id,
             patient_id=patient_id,
@@ -293,6 +326,7 @@ class PaymentService:
                 else None
             ),
         )
+        return payment, reads
 
     def _consent(
         self, caller: Caller, request: PaymentRequest, settings: ClinicSettings
@@ -323,7 +357,7 @@ class PaymentService:
         return Consent(True, given.wording_version, caller.actor(), self._clock.now())
 
     def _settings(self, clinic_id: str) -> ClinicSettings:
-        settings = self._repo.get_settings(clinic_id)
+        settings = self._repo.get_settings(clinic_id, cached=True)
         if settings is None:
             raise NotFoundError("This clinic is not set up for payments yet.")
         return settings
@@ -347,7 +381,9 @@ class PaymentService:
         self, clinic_id: str, wanted: Callable[[StripeAccount], bool]
     ) -> StripeAccount:
         accounts = [
-            a for a in self._repo.list_accounts(clinic_id) if a.status is AccountStatus.ACTIVE
+            a
+            for a in self._repo.list_accounts(clinic_id, cached=True)
+            if a.status is AccountStatus.ACTIVE
         ]
         chosen = next((a for a in accounts if wanted(a)), None)
         chosen = chosen or (accounts[0] if len(accounts) == 1 else None)
@@ -358,43 +394,43 @@ class PaymentService:
     # -- moving a payment forward ---------------------------------------------------------
 
     def _advance(self, payment: Payment) -> Payment:
+        """Resume a payment written by an earlier attempt of the same request."""
         if payment.is_final or (payment.status is PaymentStatus.FAILED and payment.failure):
             return self._raise_for_outcome(payment)
         if payment.method is not PaymentMethodType.CARD:
             self.settle_offline(payment)
-            return self.get(payment.clinic_id, payment.patient_id, payment.id)
-        gateway = self._stripe.for_account(payment.clinic_id, str(payment.stripe_account_id))
+            return self._raise_for_outcome(
+                self.get(payment.clinic_id, payment.patient_id, payment.id)
+            )
         if payment.stripe_payment_intent_id:
+            gateway = self._stripe.for_account(payment.clinic_id, str(payment.stripe_account_id))
             try:
                 intent = gateway.retrieve_payment_intent(payment.stripe_payment_intent_id)
             except PaymentProviderUnavailableError as exc:
                 exc.payment = payment
                 raise
             return self._after_intent(payment, intent)
-        customer = payment.stripe_customer_id or self._customer(payment)
+        return self._charge(payment, None, None)
+
+    def _charge(
+        self, payment: Payment, reads: PatientReads | None, answer: Answering[Payment] | None
+    ) -> Payment:
+        """Create (or, with the same idempotency key, find again) the payment's PaymentIntent,
+        confirmed at once for a saved card, and record what Stripe answered."""
+        gateway = self._stripe.for_account(payment.clinic_id, str(payment.stripe_account_id))
+        customer = (
+            payment.stripe_customer_id
+            or (reads.customer_id if reads is not None else None)
+            or self._customer(payment)
+        )
         payment = replace(payment, stripe_customer_id=customer)
         payment_method_id = payment.payment_method.id if payment.payment_method else None
-        if payment_method_id:
-            card, owner = gateway.retrieve_payment_method(payment_method_id)
-            if owner != customer:
-                # Another patient's card (or none of ours): say not found, reveal nothing.
-                self._repo.update_payment_status(
-                    payment,
-                    PaymentStatus.FAILED,
-                    failure=Failure("payment_method_not_found", None, "Card not found."),
-                )
-                raise NotFoundError("That saved card was not found for this patient.")
-            payment = replace(payment, payment_method=card)
         try:
             intent = gateway.create_payment_intent(
                 amount=payment.charge_amount,
                 currency=payment.currency,
                 customer=customer,
-                metadata={
-                    "clinic_id": payment.clinic_id,
-                    "patient_id": payment.patient_id,
-                    "payment_id": payment.id,
-                },
+                metadata=intent_metadata(payment),
                 idempotency_key=f"{payment.id}:create",
                 payment_method=payment_method_id,
                 confirm=payment_method_id is not None,
@@ -404,6 +440,17 @@ class PaymentService:
                 # patient's address is nothing Stripe needs.
                 receipt_email=None,
             )
+        except NotFoundError:
+            if payment_method_id is None:
+                raise
+            # Stripe refused the card for this customer (another patient's, detached, or
+            # unknown): say not found, reveal nothing.
+            self._repo.update_payment_status(
+                payment,
+                PaymentStatus.FAILED,
+                failure=Failure("payment_method_not_found", None, "Card not found."),
+            )
+            raise
         except CardDeclinedError as exc:
             failure = Failure(
                 exc.details[0].get("code") if exc.details else None,
@@ -430,8 +477,27 @@ class PaymentService:
             payment.clinic_id, payment.patient_id, payment.id, str(payment.stripe_account_id)
         )
         payment = replace(
-            payment, stripe_payment_intent_id=intent.id, client_secret=intent.client_secret
+            payment,
+            stripe_payment_intent_id=intent.id,
+            client_secret=intent.client_secret,
+            payment_method=intent.payment_method or payment.payment_method,
         )
+        new_status = status_from_intent(intent.status)
+        if new_status is PaymentStatus.SUCCEEDED:
+            # Charged at once (a saved card): the intent is recorded with the settlement.
+            settled, _ = self._settle(
+                payment, intent.amount_received, intent, reads=reads, link=link, answer=answer
+            )
+            return self._raise_for_outcome(
+                settled or self.get(payment.clinic_id, payment.patient_id, payment.id)
+            )
+        if new_status is payment.status and intent.last_error is None:
+            # Waiting for the payer (the portal confirms with Stripe.js): nothing else moved.
+            recorded = answer(payment) if answer is not None else None
+            self._repo.attach_intent_answered(payment, link, recorded)
+            if answer is not None and recorded is not None:
+                answer.committed(recorded)
+            return payment
         self._repo.attach_intent(payment, link)
         return self._after_intent(payment, intent)
 
@@ -492,8 +558,7 @@ class PaymentService:
             return payment
         new_status = status_from_intent(intent.status)
         if new_status is PaymentStatus.SUCCEEDED:
-            intent = self._with_card_details(link, intent)
-            self._settle(payment, received=intent.amount_received, intent=intent)
+            self._settle(payment, intent.amount_received, intent)
         else:
             failure = None
             if new_status is PaymentStatus.REQUIRES_PAYMENT_METHOD and intent.last_error:
@@ -519,19 +584,51 @@ class PaymentService:
         """Settle a cash or check payment: the money is in the clinic's hands already."""
         if payment.method is PaymentMethodType.CARD:
             raise ValueError("card payments settle from their PaymentIntent")
-        self._settle(payment, received=payment.amount, intent=None)
+        self._settle(payment, payment.amount, None)
 
-    def _with_card_details(self, link: StripeObjectLink, intent: IntentSnapshot) -> IntentSnapshot:
-        """Events carry the payment method as an id: fetch brand and last four for the record."""
-        card = intent.payment_method
-        if card is None or card.last4:
-            return intent
-        try:
-            gateway = self._stripe.for_account(link.clinic_id, link.account_id)
-            details, _owner = gateway.retrieve_payment_method(card.id)
-        except DomainError:
-            return intent  # a receipt detail is no reason to hold back settlement
-        return replace(intent, payment_method=details)
+    def settle_event(
+        self, link: StripeObjectLink, intent: IntentSnapshot, mark: EventMark
+    ) -> SettleResult | None:
+        """payment_intent.succeeded in two round trips: one read of the payment, its invoices
+        (named in the intent's metadata), the credit and the event's mark; one transaction that
+        settles and marks the event. A second delivery finds the mark (or fails on it).
+        NOT_SETTLEABLE: nothing to settle, the event is not marked (the caller marks it); None:
+        not an event this path handles (the general path does)."""
+        reads = self._repo.read_patient(
+            link.clinic_id,
+            link.patient_id,
+            payment_id=link.payment_id,
+            invoice_ids=invoices_of_metadata(intent.metadata),
+            currencies=(intent.currency,) if intent.currency else (),
+            event=(mark.account_key, mark.event_id),
+        )
+        if reads.event_seen:
+            return SettleResult.DUPLICATE_EVENT
+        payment = reads.payment
+        if (
+            payment is None
+            or payment.stripe_account_id != link.account_id
+            or payment.stripe_payment_intent_id not in (None, intent.id)
+            or status_from_intent(intent.status) is not PaymentStatus.SUCCEEDED
+        ):
+            return None  # not for this fast path: the general one looks at it
+        if payment.status is PaymentStatus.SUCCEEDED:
+            self._settled(payment)  # settled before (the synchronous answer): a receipt owed?
+            return SettleResult.NOT_SETTLEABLE
+        attach = payment.stripe_payment_intent_id is None
+        if attach:
+            payment = replace(
+                payment, stripe_payment_intent_id=intent.id, client_secret=intent.client_secret
+            )
+        _, result = self._settle(
+            payment,
+            intent.amount_received,
+            intent,
+            reads=reads,
+            link=link if attach else None,
+            event=mark,
+        )
+        return result
 
     def record_failure(self, link: StripeObjectLink, intent: IntentSnapshot) -> Payment | None:
         """payment_intent.payment_failed: the attempt failed (the intent may be retried)."""
@@ -547,22 +644,71 @@ class PaymentService:
             )
         return self._repo.get_payment(link.clinic_id, link.patient_id, link.payment_id)
 
-    def _settle(self, payment: Payment, received: int, intent: IntentSnapshot | None) -> None:
+    def _settle(
+        self,
+        payment: Payment,
+        received: int,
+        intent: IntentSnapshot | None,
+        *,
+        reads: PatientReads | None = None,
+        new: bool = False,
+        link: StripeObjectLink | None = None,
+        answer: Answering[Payment] | None = None,
+        event: EventMark | None = None,
+    ) -> tuple[Payment | None, SettleResult]:
+        """Settle once, in one transaction planned from one read (`reads`, when the caller has
+        read what it needs already); an invoice or the credit moving under it means read again
+        and plan again. The settled payment, or None when it was not settled here."""
+        current: Payment | None = payment
+        if reads is not None and any(
+            a.invoice_id not in reads.invoices for a in payment.allocations
+        ):
+            reads = None  # an invoice it pays was not read with the rest: read them all
         for attempt in range(SETTLE_ATTEMPTS):
-            current = self._repo.get_payment(payment.clinic_id, payment.patient_id, payment.id)
+            if reads is None:
+                reads = self._repo.read_patient(
+                    payment.clinic_id,
+                    payment.patient_id,
+                    payment_id=None if new else payment.id,
+                    invoice_ids=tuple(a.invoice_id for a in payment.allocations),
+                    currencies=(payment.currency,),
+                    event=(event.account_key, event.event_id) if event else None,
+                )
+                current = payment if new else reads.payment
+                if current is not None and link is not None:
+                    current = replace(
+                        current,
+                        stripe_payment_intent_id=payment.stripe_payment_intent_id,
+                        client_secret=payment.client_secret,
+                        stripe_customer_id=payment.stripe_customer_id,
+                    )
+            if event is not None and reads.event_seen:
+                return None, SettleResult.DUPLICATE_EVENT
             if current is None:
-                return
+                return None, SettleResult.NOT_SETTLEABLE
             if current.status is PaymentStatus.SUCCEEDED:
                 self._settled(current)  # settled before: the receipt may still be owed
-                return
-            write = self._settlement_write(current, received, intent)
+                return None, SettleResult.NOT_SETTLEABLE
+            write = self._settlement_write(current, received, intent, reads)
+            write = replace(
+                write,
+                new=new,
+                link=link,
+                event=event,
+                answer=answer(write.payment) if answer is not None else None,
+            )
             try:
-                if self._repo.settle(write):
-                    self._settled(write.payment)
-                return
+                result = self._repo.settle(write)
             except StaleWriteError:
                 pause_before_retry(attempt)
+                reads = None
                 continue  # an invoice or the credit moved under us: read again and re-plan
+            if result is not SettleResult.SETTLED:
+                return None, result
+            if answer is not None and write.answer is not None:
+                answer.committed(write.answer)
+            self._settled(write.payment)
+            return write.payment, result
         raise ConflictError("The payment could not be settled for contention; it will be retried.")
 
     def _settled(self, payment: Payment) -> None:
@@ -579,16 +725,12 @@ class PaymentService:
             )
 
     def _settlement_write(
-        self, payment: Payment, received: int, intent: IntentSnapshot | None
+        self, payment: Payment, received: int, intent: IntentSnapshot | None, reads: PatientReads
     ) -> SettlementWrite:
         now = self._clock.now()
         fee = min(payment.fee_amount, received)
         to_apply = received - fee
-        invoices: dict[str, Invoice] = {}
-        for alloc in payment.allocations:
-            found = self._repo.get_invoice(payment.clinic_id, payment.patient_id, alloc.invoice_id)
-            if found is not None:
-                invoices[found.id] = found
+        invoices: dict[str, Invoice] = dict(reads.invoices)
         settlement = plan_settlement(to_apply, payment.allocations, invoices)
         credits = [
             InvoiceCredit(
@@ -620,7 +762,9 @@ class PaymentService:
             )
             # The overflow or top-up is its own lot, named after the payment: a refund of this
             # payment takes back from it first, as far as it is still unused.
-            seen = self._repo.get_credit(payment.clinic_id, payment.patient_id, payment.currency)
+            seen = reads.credits.get(payment.currency) or self._repo.get_credit(
+                payment.clinic_id, payment.patient_id, payment.currency
+            )
             credit = CreditChange(entry, seen, add_to_lot(seen, payment.id, settlement.credit, now))
         final = replace(
             payment,
@@ -641,6 +785,29 @@ class PaymentService:
             credit=credit,
             card_consent=_card_consent_of(final),
         )
+
+
+# Stripe's limit on a metadata value: the invoice ids are carried while they fit (a payment
+# of more invoices is read in a second round trip by the webhook).
+_METADATA_VALUE_LIMIT: Final = 500
+
+
+def intent_metadata(payment: Payment) -> dict[str, str]:
+    """Ids only (never a name or a service): which payment an intent is, and which invoices its
+    settlement reads, signed by Stripe in every event about it."""
+    metadata = {
+        "clinic_id": payment.clinic_id,
+        "patient_id": payment.patient_id,
+        "payment_id": payment.id,
+    }
+    invoice_ids = ",".join(a.invoice_id for a in payment.allocations)
+    if invoice_ids and len(invoice_ids) <= _METADATA_VALUE_LIMIT:
+        metadata["invoice_ids"] = invoice_ids
+    return metadata
+
+
+def invoices_of_metadata(metadata: dict[str, str]) -> tuple[str, ...]:
+    return tuple(i for i in metadata.get("invoice_ids", "").split(",") if i)
 
 
 def _card_consent_of(payment: Payment) -> CardConsent | None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from enum import StrEnum
+from typing import Final, Protocol, TypeVar
 
 from clinic_payments.domain.model import (
     Actor,
@@ -31,6 +32,12 @@ from clinic_payments.domain.model import (
     WebhookEvent,
 )
 from clinic_payments.domain.printable import PrintableDocument
+
+_V_contra = TypeVar("_V_contra", contravariant=True)
+
+# How old a clinic's settings and Stripe accounts may be when a money path reads them: a
+# change made in another function's container is seen within this time.
+CONFIG_CACHE_SECONDS: Final = 60
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,34 @@ class CreditChange:
 
 
 @dataclass(frozen=True)
+class RequestAnswer:
+    """The answer an idempotent request ends with (API.md, Idempotency-Key), recorded by the
+    write that ends the request, in its own transaction: no separate write to complete it."""
+
+    scope: str
+    status_code: int
+    body: str
+
+
+class Answering(Protocol[_V_contra]):
+    """Renders an idempotent request's answer from what it ends with (a payment, an invoice);
+    told which answer was committed (so the request is not completed a second time)."""
+
+    def __call__(self, value: _V_contra, /) -> RequestAnswer: ...
+    def committed(self, answer: RequestAnswer) -> None: ...
+
+
+@dataclass(frozen=True)
+class EventMark:
+    """A Stripe event marked processed by the write that carries out its effects: a second
+    delivery racing the first fails that write's condition instead of applying them again."""
+
+    account_key: str
+    event_id: str
+    event_type: str
+
+
+@dataclass(frozen=True)
 class SettlementWrite:
     payment: Payment  # with its final fields set (status succeeded, applied allocations...)
     previous_statuses: list[PaymentStatus]
@@ -81,6 +116,30 @@ class SettlementWrite:
     credit: CreditChange | None
     # A card saved while paying: its consent record, written with the settlement.
     card_consent: CardConsent | None = None
+    # The payment is not in the table yet (cash, check): written whole, if absent.
+    new: bool = False
+    # The PaymentIntent recorded with the settlement (its id, client secret, customer and
+    # link are on `payment`): a card charged and settled in one request.
+    link: StripeObjectLink | None = None
+    answer: RequestAnswer | None = None
+    event: EventMark | None = None
+
+
+class SettleResult(StrEnum):
+    SETTLED = "settled"
+    NOT_SETTLEABLE = "not_settleable"  # the payment moved on (settled already, or failed)
+    DUPLICATE_EVENT = "duplicate_event"  # another delivery of the event was processed
+
+
+@dataclass(frozen=True)
+class PatientReads:
+    """What one request needs of a patient's account, read together in one round trip."""
+
+    payment: Payment | None
+    invoices: dict[str, Invoice]  # those asked for that exist
+    credits: dict[str, Credit]  # by currency; version 0 (empty) when the patient has none
+    customer_id: str | None
+    event_seen: bool
 
 
 @dataclass(frozen=True)
@@ -138,14 +197,19 @@ class IdempotencyRecord:
     completed: bool
     status_code: int | None = None
     body: str | None = None
+    # Claimed just now for the first time: nothing was written under its resource id yet.
+    fresh: bool = False
 
 
 class PaymentsRepository(Protocol):
-    # clinic configuration
-    def get_settings(self, clinic_id: str) -> ClinicSettings | None: ...
+    # clinic configuration. `cached`: a copy up to CONFIG_CACHE_SECONDS old will do (the
+    # money paths); without it, what the table holds now (administration).
+    def get_settings(self, clinic_id: str, *, cached: bool = False) -> ClinicSettings | None: ...
     def put_settings(self, settings: ClinicSettings) -> None: ...
-    def get_account(self, clinic_id: str, account_id: str) -> StripeAccount | None: ...
-    def list_accounts(self, clinic_id: str) -> list[StripeAccount]: ...
+    def get_account(
+        self, clinic_id: str, account_id: str, *, cached: bool = False
+    ) -> StripeAccount | None: ...
+    def list_accounts(self, clinic_id: str, *, cached: bool = False) -> list[StripeAccount]: ...
     def put_account(self, account: StripeAccount) -> None: ...
 
     # invoices
@@ -176,7 +240,32 @@ class PaymentsRepository(Protocol):
         payment_method: CardSummary | None = None,
         client_secret: str | None = None,
     ) -> bool: ...
-    def settle(self, write: SettlementWrite) -> bool: ...
+    def settle(self, write: SettlementWrite) -> SettleResult:
+        """One transaction: the payment settled (only from the statuses given), its invoices
+        and credit, and what the write carries (intent link, request answer, event mark).
+        StaleWriteError if an invoice or the credit moved since they were read."""
+        ...
+
+    def read_patient(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        *,
+        payment_id: str | None = None,
+        invoice_ids: tuple[str, ...] = (),
+        currencies: tuple[str, ...] = (),
+        customer_account: str | None = None,
+        event: tuple[str, str] | None = None,  # (account_key, event_id)
+    ) -> PatientReads:
+        """Consistent reads of the items named, in one round trip."""
+        ...
+
+    def attach_intent_answered(
+        self, payment: Payment, link: StripeObjectLink, answer: RequestAnswer | None
+    ) -> None:
+        """attach_intent, and the request's answer in the same transaction."""
+        ...
+
     def record_refund(self, write: RefundWrite) -> bool:
         """One transaction: the refund on the payment (a card refund's reservation, or a
         recorded one), invoices down, credit down, ledger; a reservation also enters the
@@ -199,6 +288,14 @@ class PaymentsRepository(Protocol):
     def set_dispute(self, payment: Payment, dispute: Dispute, at_risk: list[Allocation]) -> None:
         """Record the dispute's state on the payment and the amount at risk on invoices
         (at_risk amounts are added; negative amounts release)."""
+        ...
+
+    def record_card_details(
+        self, link: StripeObjectLink, intent_id: str, card: CardSummary
+    ) -> bool:
+        """The charged card's brand and last four (charge.succeeded) on the payment of that
+        intent, whatever its status; never overwritten by a settlement. False: no such
+        payment of that intent."""
         ...
 
     def get_stripe_link(self, object_id: str) -> StripeObjectLink | None: ...
@@ -226,9 +323,16 @@ class PaymentsRepository(Protocol):
 
     def all_ledger(self, clinic_id: str, patient_id: str) -> list[LedgerEntry]: ...
     def ledger_entry_exists(self, clinic_id: str, patient_id: str, entry_id: str) -> bool: ...
-    def apply_credit(self, clinic_id: str, patient_id: str, write: CreditApplication) -> None:
-        """One transaction: credit down, invoice up, ledger entry. StaleWriteError if the
-        credit or the invoice moved since they were read; a repeat is a no-op."""
+    def apply_credit(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        write: CreditApplication,
+        answer: RequestAnswer | None = None,
+    ) -> bool:
+        """One transaction: credit down, invoice up, ledger entry (and the request's answer).
+        StaleWriteError if the credit or the invoice moved since they were read; a repeat is a
+        no-op (False)."""
         ...
 
     def adjust_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> LedgerEntry:

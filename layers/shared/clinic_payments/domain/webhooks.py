@@ -21,7 +21,9 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.paying import PaymentService
 from clinic_payments.domain.ports import (
     ClinicSecrets,
+    EventMark,
     PaymentsRepository,
+    SettleResult,
     StripeGateways,
     StripeObjectLink,
     WebhookVerifier,
@@ -88,6 +90,10 @@ class WebhookService:
             raise WebhookSignatureError("Unknown clinic account or missing signature.")
         event = self._verifier.verify(payload, signature, keys.webhook_secret)
         account_key = f"{clinic_id}#{account_id}"
+        if event.type == "payment_intent.succeeded" and event.intent is not None:
+            settled = self._intent_succeeded(clinic_id, account_id, event, account_key)
+            if settled is not None:
+                return settled
         if self._repo.event_processed(account_key, event.id):
             return WebhookOutcome.DUPLICATE
         if event.unexpected_shape is not None:
@@ -103,9 +109,35 @@ class WebhookService:
         self._repo.mark_event_processed(account_key, event.id, event.type)
         return outcome
 
+    def _intent_succeeded(
+        self, clinic_id: str, account_id: str, event: WebhookEvent, account_key: str
+    ) -> WebhookOutcome | None:
+        """The money event, in two round trips: the ids in the intent's metadata (signed by
+        Stripe) name what to read, and the settlement marks the event in its own transaction.
+        None: not an intent of ours by its metadata; the general path looks it up."""
+        intent = event.intent
+        meta = intent.metadata if intent is not None else {}
+        if intent is None or meta.get("clinic_id") != clinic_id:
+            return None
+        if not meta.get("patient_id") or not meta.get("payment_id"):
+            return None
+        link = StripeObjectLink(clinic_id, meta["patient_id"], meta["payment_id"], account_id)
+        mark = EventMark(account_key, event.id, event.type)
+        result = self._payments.settle_event(link, intent, mark)
+        if result is None:
+            return None
+        if result is SettleResult.DUPLICATE_EVENT:
+            return WebhookOutcome.DUPLICATE
+        if result is SettleResult.NOT_SETTLEABLE:
+            # Settled before (the synchronous answer, or the reconciler): marked alone.
+            self._repo.mark_event_processed(account_key, event.id, event.type)
+        return WebhookOutcome.PROCESSED
+
     def _dispatch(self, clinic_id: str, account_id: str, event: WebhookEvent) -> WebhookOutcome:
         if event.type == "charge.refunded" and event.charge is not None:
             return self._charge_refunded(clinic_id, account_id, event.charge)
+        if event.type == "charge.succeeded" and event.charge is not None:
+            return self._charge_succeeded(clinic_id, account_id, event.charge)
         if event.type in REFUND_EVENTS and event.refund is not None:
             return self._refund(clinic_id, account_id, event.refund)
         if event.type in DISPUTE_EVENTS and event.dispute is not None:
@@ -135,6 +167,18 @@ class WebhookService:
             gateway = self._stripe.for_account(clinic_id, account_id)
             refunds = gateway.list_refunds(str(charge.payment_intent_id))
         self._refunds.charge_refunded(link, refunds)
+        return WebhookOutcome.PROCESSED
+
+    def _charge_succeeded(
+        self, clinic_id: str, account_id: str, charge: ChargeSnapshot
+    ) -> WebhookOutcome:
+        """The card as charged (brand, last four) for the payment and its receipt: a payment
+        confirmed in the portal learns it here, never by asking Stripe again."""
+        link = self._link_intent_id(clinic_id, account_id, charge.payment_intent_id)
+        if link is None or charge.card is None or charge.payment_intent_id is None:
+            return WebhookOutcome.IGNORED
+        if not self._repo.record_card_details(link, charge.payment_intent_id, charge.card):
+            return WebhookOutcome.IGNORED
         return WebhookOutcome.PROCESSED
 
     def _refund(self, clinic_id: str, account_id: str, refund: RefundSnapshot) -> WebhookOutcome:

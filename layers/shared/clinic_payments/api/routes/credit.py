@@ -8,7 +8,12 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from clinic_payments.api.auth import PATIENT_OR_STAFF, STAFF, current_caller, guarded
-from clinic_payments.api.idempotency import idempotent, resource_id
+from clinic_payments.api.idempotency import (
+    answering,
+    idempotent,
+    resource_id,
+    resource_is_fresh,
+)
 from clinic_payments.api.models import (
     ActivityOut,
     AdjustmentRequest,
@@ -75,6 +80,8 @@ def credit_router() -> APIGatewayHttpRouter:
             invoice_id,
             request.amount,
             resource_id(router),
+            fresh=resource_is_fresh(router),
+            answer=answering(router, 200, invoice_out),
         )
         return ok(invoice_out(invoice))
 

@@ -8,7 +8,12 @@ from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from clinic_payments.api.auth import PATIENT_OR_STAFF, STAFF, current_caller, guarded
-from clinic_payments.api.idempotency import idempotent, resource_id
+from clinic_payments.api.idempotency import (
+    answering,
+    idempotent,
+    resource_id,
+    resource_is_fresh,
+)
 from clinic_payments.api.models import CreatePaymentRequest, PaymentOut, RefundRequest
 from clinic_payments.api.observability import count_payment, logger, metrics
 from clinic_payments.api.presenters import may_see_client_secret, payment_out
@@ -23,7 +28,9 @@ def publishable_key(payment: Payment) -> str | None:
     """The publishable key of the account a payment is charged to (Stripe.js needs it)."""
     if payment.stripe_account_id is None:
         return None
-    account = container().repository.get_account(payment.clinic_id, payment.stripe_account_id)
+    account = container().repository.get_account(
+        payment.clinic_id, payment.stripe_account_id, cached=True
+    )
     return account.publishable_key if account else None
 
 
@@ -50,6 +57,11 @@ def payment_writer() -> APIGatewayHttpRouter:
         caller = current_caller(router)
         payment_id = resource_id(router)
         logger.append_keys(clinic_id=clinic_id, payment_id=payment_id)
+
+        def render(payment: Payment) -> PaymentOut:
+            return payment_response(payment, caller)
+
+        answer = answering(router, 201, render)
         payment = container().payments.create(
             caller,
             clinic_id,
@@ -77,6 +89,8 @@ def payment_writer() -> APIGatewayHttpRouter:
                 location_id=request.location_id,
             ),
             payment_id,
+            fresh=resource_is_fresh(router),
+            answer=answer,
         )
         count_payment(payment.status.value)
         return ok(payment_response(payment, caller), 201)
