@@ -22,6 +22,7 @@ PATIENT = "pat_a"
 RECEIPT = "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}/receipt"
 APPLY = "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices/{invoice_id}/apply-credit"
 INVOICES = "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices"
+CREDIT = "/v1/clinics/{clinic_id}/patients/{patient_id}/credit"
 
 
 def measured(clinic: Any, request: Callable[[], tuple[int, Any]]) -> tuple[Calls, Any]:
@@ -32,16 +33,15 @@ def measured(clinic: Any, request: Callable[[], tuple[int, Any]]) -> tuple[Calls
 
 
 def older_invoices(clinic: Any, count: int) -> None:
-    """History: `count` invoices the requests below do not concern, most of them paid."""
+    """History: `count` paid invoices the requests below do not concern."""
     for i in range(count):
         invoice = clinic.create_invoice(PATIENT, 1000 + i)
-        if i % 4:
-            status, body = clinic.pay(
-                PATIENT,
-                {"method": "cash", "allocations": [{"invoice_id": invoice["id"]}]},
-                role="staff",
-            )
-            assert status == 201, body
+        status, body = clinic.pay(
+            PATIENT,
+            {"method": "cash", "allocations": [{"invoice_id": invoice["id"]}]},
+            role="staff",
+        )
+        assert status == 201, body
 
 
 class Paths:
@@ -81,10 +81,10 @@ class Paths:
         assert self.clinic.payment(PATIENT, payment["id"])["status"] == "succeeded"
         return first, again
 
-    def list_invoices(self) -> tuple[Calls, Any]:
+    def list_invoices(self, **query: str) -> tuple[Calls, Any]:
         return measured(
             self.clinic,
-            lambda: self.clinic.call("GET", INVOICES, {"patient_id": PATIENT}),
+            lambda: self.clinic.call("GET", INVOICES, {"patient_id": PATIENT}, query=query),
         )
 
     def receipt(self, payment_id: str) -> tuple[Calls, Any]:
@@ -174,6 +174,35 @@ def test_the_succeeded_webhook_is_two_dynamodb_calls_and_a_duplicate_one(paths):
     paths.clinic.check_invariant(PATIENT)
 
 
+def test_a_list_of_invoices_is_one_query_with_its_summary(paths):
+    calls, listed = paths.list_invoices()
+    assert calls.dynamodb() == ["Query"], calls.summary()
+    open_ones = [i for i in paths.clinic.invoices(PATIENT, status="all", limit="100")["items"]]
+    payable = [i for i in open_ones if i["status"] in ("open", "partially_paid")]
+    assert listed["summary"]["outstanding_count"] == len(payable)
+    assert listed["summary"]["outstanding_amount"] == sum(i["balance_due"] for i in payable)
+    credit = paths.clinic.call(
+        "GET", INVOICES.replace("invoices", "credit"), {"patient_id": PATIENT}
+    )
+    assert listed["summary"]["available_credit"] == credit[1]["balance"]
+    # a filtered page is one Query as well; a later page reads the summary by its key
+    calls, _ = measured(
+        paths.clinic,
+        lambda: paths.clinic.call(
+            "GET", INVOICES, {"patient_id": PATIENT}, query={"status": "open"}
+        ),
+    )
+    assert calls.dynamodb() == ["Query"], calls.summary()
+    cursor = paths.clinic.invoices(PATIENT, limit="1")["next_cursor"]
+    calls, _ = measured(
+        paths.clinic,
+        lambda: paths.clinic.call(
+            "GET", INVOICES, {"patient_id": PATIENT}, query={"limit": "1", "cursor": cursor}
+        ),
+    )
+    assert calls.dynamodb() == ["Query", "GetItem"], calls.summary()
+
+
 def test_a_receipt_is_one_round_trip_as_json_and_as_pdf(paths):
     _, payment = paths.cash()
     calls, receipt = paths.receipt(payment["id"])
@@ -202,6 +231,7 @@ def test_the_cost_of_a_request_does_not_grow_with_the_patients_history(paths):
             ("cash", paths.cash()[0]),
             ("apply_credit", paths.apply_credit()[0]),
             ("webhook", paths.webhook()[0]),
+            ("list_invoices", paths.list_invoices(limit="5")[0]),  # a page of a longer list
         ]:
             out[name] = (calls.dynamodb(), calls.items_read)
         return out
@@ -209,6 +239,21 @@ def test_the_cost_of_a_request_does_not_grow_with_the_patients_history(paths):
     small = costs()
     older_invoices(paths.clinic, 60)
     assert costs() == small
+
+
+def test_a_payment_without_allocations_reads_the_open_invoices_never_the_paid_ones(paths):
+    older_invoices(paths.clinic, 20)
+    listed = paths.clinic.invoices(PATIENT, status="open", limit="100")
+    open_ids = {i["id"] for i in listed["items"]}
+    assert open_ids  # left open by the portal payments above
+    body = {"method": "cash", "amount": 1}
+    calls, payment = measured(paths.clinic, lambda: paths.clinic.pay(PATIENT, body, role="staff"))
+    # the summary names the open invoices (read with the credit), then those, by key
+    assert calls.dynamodb() == ["PutItem", "BatchGetItem", "BatchGetItem", "TransactWriteItems"]
+    assert calls.items_read == 2 + len(open_ids)
+    oldest = min(listed["items"], key=lambda i: (i["created_at"], i["id"]))
+    assert payment["allocations"] == [{"invoice_id": oldest["id"], "amount": 1}]
+    paths.clinic.check_invariant(PATIENT)
 
 
 def test_answers_recorded_with_the_write_replay_verbatim(paths):

@@ -77,6 +77,7 @@ from clinic_payments.domain.ports import (
     InvoiceCredit,
     InvoiceDebit,
     PatientReads,
+    PatientSummary,
     PaymentsRepository,
     RefundOutcomeWrite,
     RefundWrite,
@@ -302,6 +303,32 @@ class InMemoryPaymentsRepository:
         more = len(newest_first) > limit
         return Page(items, _encode_cursor(items[-1].id) if more and items else None)
 
+    def list_invoices_summarized(
+        self, clinic_id: str, patient_id: str, status: str, limit: int, cursor: str | None
+    ) -> tuple[Page[Invoice], PatientSummary | None]:
+        page = self.list_invoices(clinic_id, patient_id, status, limit, cursor)
+        bucket = self.invoices.get((clinic_id, patient_id), {})
+        credits = {
+            c: v for (cl, p, c), v in self.credits.items() if (cl, p) == (clinic_id, patient_id)
+        }
+        if not bucket and not credits:
+            return page, None
+        payable = [i for i in bucket.values() if i.is_payable]
+        return page, PatientSummary(
+            outstanding_count=len(payable),
+            outstanding_amount=sum(i.balance_due for i in payable),
+            credits={c: credit.balance for c, credit in credits.items()},
+            open_invoice_ids=frozenset(i.id for i in payable),
+        )
+
+    def establish_summary(
+        self, clinic_id: str, patient_id: str, summary: PatientSummary, seen: PatientSummary | None
+    ) -> bool:
+        return True  # the fake's summary is computed from its account: always established
+
+    def get_summary(self, clinic_id: str, patient_id: str) -> PatientSummary | None:
+        return self.list_invoices_summarized(clinic_id, patient_id, "all", 1, None)[1]
+
     def all_invoices(self, clinic_id: str, patient_id: str) -> list[Invoice]:
         self._maybe_fail("all_invoices")
         bucket = self.invoices.get((clinic_id, patient_id), {})
@@ -455,6 +482,7 @@ class InMemoryPaymentsRepository:
         currencies: tuple[str, ...] = (),
         customer_account: str | None = None,
         event: tuple[str, str] | None = None,
+        summary: bool = False,
     ) -> PatientReads:
         self._maybe_fail("read_patient")
         self.patient_reads += 1
@@ -475,6 +503,7 @@ class InMemoryPaymentsRepository:
                 else None
             ),
             event_seen=event is not None and event in self.events,
+            summary=self.get_summary(clinic_id, patient_id) if summary else None,
         )
 
     def record_card_details(

@@ -24,7 +24,6 @@ from clinic_payments.domain.model import (
     PaymentStatus,
     Role,
 )
-from clinic_payments.domain.paying import PaymentRequest
 from clinic_payments.domain.paylinks import (
     MAC_BYTES,
     PAY_LINK_SUB,
@@ -34,6 +33,7 @@ from clinic_payments.domain.paylinks import (
     read_pay_link,
     sign_pay_link,
 )
+from clinic_payments.domain.payment_rules import PaymentRequest
 from clinic_payments.domain.ports import (
     OutgoingEmail,
     PaymentRequestLog,

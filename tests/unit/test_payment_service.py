@@ -41,7 +41,7 @@ from clinic_payments.domain.model import (
     PaymentStatus,
 )
 from clinic_payments.domain.money import fee_for
-from clinic_payments.domain.paying import ConsentGiven, PaymentRequest
+from clinic_payments.domain.payment_rules import ConsentGiven, PaymentRequest
 from clinic_payments.domain.ports import SettlementWrite, StripeObjectLink
 from clinic_payments.domain.refunding import RefundService
 from hypothesis import event, settings

@@ -9,7 +9,7 @@ import base64
 import binascii
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
@@ -50,6 +50,7 @@ from clinic_payments.domain.ports import (
     IdempotencyRecord,
     InvoiceCredit,
     PatientReads,
+    PatientSummary,
     PaymentRequestRecord,
     ReceiptRef,
     RefundOutcomeWrite,
@@ -73,6 +74,65 @@ IDEMPOTENCY_RETENTION_SECONDS = 60 * 60 * 24
 RECEIPTS_UNSENT_PK = "RECEIPTS#UNSENT"
 REFUNDS_RESERVED_PK = "REFUNDS#RESERVED"
 _OPEN = (InvoiceStatus.OPEN.value, InvoiceStatus.PARTIALLY_PAID.value)
+
+
+# A patient's account summary: what is outstanding (payable invoices, their balance due, in
+# every currency) and the credit balance of each currency, kept by the transactions that move
+# them, so a list of invoices is one Query (the summary sorts right after the invoices).
+SUMMARY_SK = "INVOICE$"
+SUMMARY_TYPE = "patient_summary"
+# A transaction item's change to the summary, carried beside it until the transaction is sent.
+_SUMMARY = "_summary"
+
+
+@dataclass
+class _SummaryChange:
+    pk: str
+    outstanding_count: int = 0
+    outstanding_amount: int = 0
+    credits: dict[str, int] = field(default_factory=dict)
+    opened: set[str] = field(default_factory=set)  # invoices payable now, not before
+    closed: set[str] = field(default_factory=set)  # payable before, not now
+
+    def add(self, other: _SummaryChange) -> None:
+        self.outstanding_count += other.outstanding_count
+        self.outstanding_amount += other.outstanding_amount
+        for currency, delta in other.credits.items():
+            self.credits[currency] = self.credits.get(currency, 0) + delta
+        self.opened |= other.opened
+        self.closed |= other.closed
+
+
+def _outstanding_change(
+    pk: str, invoice_id: str, total: int, paid_before: int, paid_after: int
+) -> _SummaryChange:
+    """An invoice's amount paid moves: what that does to the outstanding count and amount, and
+    to the set of payable invoices."""
+    before = total - paid_before if paid_before < total else 0
+    after = total - paid_after if paid_after < total else 0
+    was, now = paid_before < total, paid_after < total
+    return _SummaryChange(
+        pk,
+        int(now) - int(was),
+        after - before,
+        opened={invoice_id} if now and not was else set(),
+        closed={invoice_id} if was and not now else set(),
+    )
+
+
+def summary_from(item: Item) -> PatientSummary:
+    return PatientSummary(
+        outstanding_count=int(item.get("outstanding_count", 0)),
+        outstanding_amount=int(item.get("outstanding_amount", 0)),
+        credits={
+            str(k).removeprefix("credit_"): int(v)
+            for k, v in item.items()
+            if str(k).startswith("credit_")
+        },
+        open_invoice_ids=frozenset(str(i) for i in item.get("open_invoices") or ()),
+        version=int(item.get("version", 0)),
+        established=bool(item.get("established", False)),
+    )
 
 
 def _dump(item: Item) -> dict[str, Any]:
@@ -142,6 +202,63 @@ class DynamoPaymentsRepository:
         self._config: dict[str, tuple[float, Any]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
+
+    def _transact(self, items: list[Any]) -> None:
+        """One transaction, with the patient's summary moved by what its items move (one
+        update of the summary item, last: the items' indexes in a cancellation stay theirs)."""
+        changes: dict[str, _SummaryChange] = {}
+        sent: list[Any] = []
+        for item in items:
+            ((kind, body),) = item.items()
+            change = body.get(_SUMMARY)
+            if change is not None:
+                body = {k: v for k, v in body.items() if k != _SUMMARY}
+                changes.setdefault(change.pk, _SummaryChange(change.pk)).add(change)
+            sent.append({kind: body})
+        for change in changes.values():
+            update = self._summary_update(change)
+            if update is not None:
+                sent.append({"Update": update})
+        self._ddb.transact_write_items(TransactItems=sent)
+
+    def _summary_update(self, change: _SummaryChange) -> dict[str, Any] | None:
+        numbers = {
+            "outstanding_count": change.outstanding_count,
+            "outstanding_amount": change.outstanding_amount,
+            **{f"credit_{currency}": delta for currency, delta in change.credits.items()},
+        }
+        adds: dict[str, Any] = {name: delta for name, delta in numbers.items() if delta}
+        if change.opened or change.closed or adds:
+            adds["version"] = 1
+        if change.opened and change.closed:
+            # One transaction moves money one way (onto invoices, or back off them).
+            raise ValueError("a transaction opening and closing invoices at once")
+        deletes: dict[str, Any] = {}
+        if change.opened:
+            adds["open_invoices"] = set(change.opened)
+        if change.closed:
+            deletes["open_invoices"] = set(change.closed)
+        if not adds and not deletes:
+            return None
+        names: dict[str, str] = {"#type": "type"}
+        values: dict[str, Any] = {":type": SUMMARY_TYPE}
+        expression = "SET #type = :type"
+        for clause, changes in (("ADD", adds), ("DELETE", deletes)):
+            if not changes:
+                continue
+            parts = []
+            for name, value in changes.items():
+                n = len(names)
+                names[f"#a{n}"], values[f":a{n}"] = name, value
+                parts.append(f"#a{n} :a{n}")
+            expression += f" {clause} " + ", ".join(parts)
+        return {
+            "TableName": self._table,
+            "Key": _dump({"pk": change.pk, "sk": SUMMARY_SK}),
+            "UpdateExpression": expression,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _values(values),
+        }
 
     def _get(self, pk: str, sk: str) -> Item | None:
         raw = self._ddb.get_item(
@@ -268,11 +385,17 @@ class DynamoPaymentsRepository:
         return int(_load(out["Attributes"])["value"])
 
     def put_new_invoice(self, invoice: Invoice) -> None:
-        self._ddb.put_item(
-            TableName=self._table,
-            Item=_dump(codec.invoice_to_item(invoice)),
-            ConditionExpression="attribute_not_exists(pk)",
-        )
+        pk = patient_pk(invoice.clinic_id, invoice.patient_id)
+        put = {
+            "TableName": self._table,
+            "Item": _dump(codec.invoice_to_item(invoice)),
+            "ConditionExpression": "attribute_not_exists(pk)",
+            # one more invoice to pay, for its balance due
+            _SUMMARY: _SummaryChange(pk, 1, invoice.balance_due, opened={invoice.id})
+            if invoice.is_payable
+            else _SummaryChange(pk),
+        }
+        self._transact([{"Put": put}])
 
     def get_invoice(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice | None:
         item = self._get(patient_pk(clinic_id, patient_id), f"INVOICE#{invoice_id}")
@@ -295,29 +418,114 @@ class DynamoPaymentsRepository:
         )
         return Page([codec.invoice_from(i) for i in items], next_cursor)
 
+    def list_invoices_summarized(
+        self, clinic_id: str, patient_id: str, status: str, limit: int, cursor: str | None
+    ) -> tuple[Page[Invoice], PatientSummary | None]:
+        """A page of invoices, newest first, and the patient's summary. The first page is one
+        Query (the summary sorts right after the invoices); a later page reads the summary by
+        its key. None: the patient has no summary (nothing was ever written for them)."""
+        if cursor is not None:
+            page = self.list_invoices(clinic_id, patient_id, status, limit, cursor)
+            item = self._get(patient_pk(clinic_id, patient_id), SUMMARY_SK)
+            return page, summary_from(item) if item else None
+        pk = patient_pk(clinic_id, patient_id)
+        values: dict[str, Any] = {":pk": pk, ":from": "INVOICE#", ":to": SUMMARY_SK}
+        kwargs: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :from AND :to",
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        if status != "all":
+            wanted = _OPEN if status == "open" else (status,)
+            listed = ", ".join(f":s{i}" for i in range(len(wanted)))
+            kwargs["FilterExpression"] = f"#status IN ({listed}) OR #type = :summary"
+            kwargs["ExpressionAttributeNames"] = {"#status": "status", "#type": "type"}
+            values.update({f":s{i}": s for i, s in enumerate(wanted)}, **{":summary": SUMMARY_TYPE})
+        kwargs["ExpressionAttributeValues"] = _values(values)
+        summary: PatientSummary | None = None
+        found: list[Item] = []
+        while True:
+            # One more than a page (and the summary): whether a next page exists.
+            kwargs["Limit"] = limit - len(found) + 1 + (1 if summary is None else 0)
+            out = self._ddb.query(**kwargs)
+            for raw in out.get("Items", []):
+                item = _load(raw)
+                if item.get("type") == SUMMARY_TYPE:
+                    summary = summary_from(item)
+                    continue
+                found.append(item)
+                if len(found) > limit:
+                    invoices = [codec.invoice_from(i) for i in found[:limit]]
+                    cursor_sk = str(found[limit - 1]["sk"])
+                    return Page(invoices, _encode_cursor(cursor_sk)), summary
+            if "LastEvaluatedKey" not in out:
+                return Page([codec.invoice_from(i) for i in found], None), summary
+            kwargs["ExclusiveStartKey"] = out["LastEvaluatedKey"]
+
+    def get_summary(self, clinic_id: str, patient_id: str) -> PatientSummary | None:
+        item = self._get(patient_pk(clinic_id, patient_id), SUMMARY_SK)
+        return summary_from(item) if item else None
+
+    def establish_summary(
+        self, clinic_id: str, patient_id: str, summary: PatientSummary, seen: PatientSummary | None
+    ) -> bool:
+        item: Item = {
+            "pk": patient_pk(clinic_id, patient_id),
+            "sk": SUMMARY_SK,
+            "type": SUMMARY_TYPE,
+            "outstanding_count": summary.outstanding_count,
+            "outstanding_amount": summary.outstanding_amount,
+            "version": (seen.version if seen else 0) + 1,
+            "established": True,
+            **{f"credit_{c}": v for c, v in summary.credits.items() if v},
+        }
+        if summary.open_invoice_ids:
+            item["open_invoices"] = set(summary.open_invoice_ids)
+        condition: dict[str, Any] = {"ConditionExpression": "attribute_not_exists(pk)"}
+        if seen is not None:
+            condition = {
+                "ConditionExpression": "version = :seen",
+                "ExpressionAttributeValues": _values({":seen": seen.version}),
+            }
+        try:
+            self._ddb.put_item(TableName=self._table, Item=_dump(item), **condition)
+        except ClientError as exc:
+            if _is_condition_failure(exc):
+                return False  # moved meanwhile: the next reader tries again
+            raise
+        return True
+
     def all_invoices(self, clinic_id: str, patient_id: str) -> list[Invoice]:
         items = self._query_all(patient_pk(clinic_id, patient_id), "INVOICE#")
         return [codec.invoice_from(i) for i in items]
 
     def void_invoice(self, invoice: Invoice, at: str) -> None:
+        pk = patient_pk(invoice.clinic_id, invoice.patient_id)
+        update = {
+            "TableName": self._table,
+            "Key": _dump({"pk": pk, "sk": f"INVOICE#{invoice.id}"}),
+            "UpdateExpression": "SET #status = :void, voided_at = :at REMOVE gsi1pk, gsi1sk",
+            # A payment may have landed since the invoice was read: only void an unpaid one
+            # (so what leaves the outstanding amount is its total).
+            "ConditionExpression": "amount_paid = :zero AND #status <> :void",
+            "ExpressionAttributeNames": {"#status": "status"},
+            "ExpressionAttributeValues": _values({":void": "void", ":at": at, ":zero": 0}),
+            _SUMMARY: _SummaryChange(pk, -1, -invoice.total, closed={invoice.id})
+            if invoice.total > 0
+            else _SummaryChange(pk),
+        }
         try:
-            self._ddb.update_item(
-                TableName=self._table,
-                Key=_dump(
-                    {
-                        "pk": patient_pk(invoice.clinic_id, invoice.patient_id),
-                        "sk": f"INVOICE#{invoice.id}",
-                    }
-                ),
-                UpdateExpression="SET #status = :void, voided_at = :at REMOVE gsi1pk, gsi1sk",
-                # A payment may have landed since the invoice was read: only void an unpaid one.
-                ConditionExpression="amount_paid = :zero AND #status <> :void",
-                ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues=_values({":void": "void", ":at": at, ":zero": 0}),
-            )
+            self._transact([{"Update": update}])
         except ClientError as exc:
-            if _is_condition_failure(exc):
-                raise ConflictError("The invoice has payments on it or is already void.") from exc
+            if exc.response["Error"]["Code"] == "TransactionCanceledException":
+                if _first_failed(exc):
+                    raise ConflictError(
+                        "The invoice has payments on it or is already void."
+                    ) from exc
+                raise ServiceUnavailableError(
+                    "The service is busy; nothing was changed. Retry shortly."
+                ) from exc
             raise
 
     # -- payments --------------------------------------------------------------------------
@@ -370,7 +578,7 @@ class DynamoPaymentsRepository:
         if answer is not None:
             items.append({"Update": self._answer_update(answer)})
         try:
-            self._ddb.transact_write_items(TransactItems=items)
+            self._transact(items)
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "TransactionCanceledException":
                 if _first_failed(exc):
@@ -449,7 +657,7 @@ class DynamoPaymentsRepository:
         if write.answer is not None:
             items.append({"Update": self._answer_update(write.answer)})
         try:
-            self._ddb.transact_write_items(TransactItems=items)
+            self._transact(items)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if code == "TransactionCanceledException":
@@ -577,6 +785,7 @@ class DynamoPaymentsRepository:
         currencies: tuple[str, ...] = (),
         customer_account: str | None = None,
         event: tuple[str, str] | None = None,
+        summary: bool = False,
     ) -> PatientReads:
         pk = patient_pk(clinic_id, patient_id)
         keys: list[tuple[str, str]] = []
@@ -589,6 +798,8 @@ class DynamoPaymentsRepository:
         event_key = (f"STRIPE_EVENT#{event[0]}#{event[1]}", "EVENT") if event else None
         if event_key is not None:
             keys.append(event_key)
+        if summary:
+            keys.append((pk, SUMMARY_SK))
         found = self._batch_get(keys)
         payment_item = found.get((pk, f"PAYMENT#{payment_id}")) if payment_id else None
         invoices = {
@@ -609,6 +820,7 @@ class DynamoPaymentsRepository:
             credits=credits,
             customer_id=str(customer["customer_id"]) if customer else None,
             event_seen=event_key is not None and event_key in found,
+            summary=summary_from(found[(pk, SUMMARY_SK)]) if (pk, SUMMARY_SK) in found else None,
         )
 
     def _batch_get(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Item]:
@@ -676,6 +888,7 @@ class DynamoPaymentsRepository:
                 debit.invoice_id,
                 delta=-debit.amount,
                 seen_amount_paid=debit.seen_amount_paid,
+                total=debit.total,
                 new_status=debit.new_status,
                 ref=debit.ref,
                 open_index=codec.open_invoice_index(p.clinic_id, debit.invoice_id, debit.due_date),
@@ -774,7 +987,7 @@ class DynamoPaymentsRepository:
                     }
                 }
             )
-        self._ddb.transact_write_items(TransactItems=items)
+        self._transact(items)
 
     def record_card_details(
         self, link: StripeObjectLink, intent_id: str, card: CardSummary
@@ -904,6 +1117,10 @@ class DynamoPaymentsRepository:
         put: dict[str, Any] = {
             "TableName": self._table,
             "Item": _dump(codec.credit_to_item(clinic_id, patient_id, new)),
+            _SUMMARY: _SummaryChange(
+                patient_pk(clinic_id, patient_id),
+                credits={str(new.currency): new.balance - change.seen.balance},
+            ),
         }
         if change.seen.version == 0:
             put["ConditionExpression"] = "attribute_not_exists(pk)"
@@ -916,7 +1133,7 @@ class DynamoPaymentsRepository:
         """One transaction whose conditions are what the caller read: a failed condition, or
         a concurrent transaction on the same items, is StaleWriteError (read and plan again)."""
         try:
-            self._ddb.transact_write_items(TransactItems=items)
+            self._transact(items)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if code in (
@@ -941,6 +1158,7 @@ class DynamoPaymentsRepository:
                     credit.invoice_id,
                     delta=credit.amount,
                     seen_amount_paid=credit.seen_amount_paid,
+                    total=credit.total,
                     new_status=credit.new_status,
                     ref=credit.ref,
                 )
@@ -959,6 +1177,7 @@ class DynamoPaymentsRepository:
         *,
         delta: int,
         seen_amount_paid: int,
+        total: int,
         new_status: InvoiceStatus,
         ref: InvoicePaymentRef,
         open_index: tuple[str, str] | None = None,
@@ -991,6 +1210,9 @@ class DynamoPaymentsRepository:
             "ConditionExpression": "amount_paid = :seen AND #status <> :void",
             "ExpressionAttributeNames": {"#status": "status"},
             "ExpressionAttributeValues": _values(values),
+            _SUMMARY: _outstanding_change(
+                pk, invoice_id, total, seen_amount_paid, seen_amount_paid + delta
+            ),
         }
 
     def _ledger_put(self, clinic_id: str, patient_id: str, entry: LedgerEntry) -> dict[str, Any]:
@@ -1019,6 +1241,7 @@ class DynamoPaymentsRepository:
                     write.invoice_id,
                     delta=write.amount,
                     seen_amount_paid=write.seen_amount_paid,
+                    total=write.total,
                     new_status=write.new_status,
                     ref=write.ref,
                 )
@@ -1027,7 +1250,7 @@ class DynamoPaymentsRepository:
         if answer is not None:
             items.append({"Update": self._answer_update(answer)})
         try:
-            self._ddb.transact_write_items(TransactItems=items)
+            self._transact(items)
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if code == "TransactionCanceledException":
@@ -1044,7 +1267,7 @@ class DynamoPaymentsRepository:
         entry = change.entry
         credit, ledger = self._credit_items(clinic_id, patient_id, change)
         try:
-            self._ddb.transact_write_items(TransactItems=[ledger, credit])
+            self._transact([ledger, credit])
         except ClientError as exc:
             code = exc.response["Error"]["Code"]
             if code in ("TransactionConflictException", "TransactionInProgressException"):

@@ -14,7 +14,8 @@ from clinic_payments.domain.model import StripeKeys
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager.client import SecretsManagerClient
 
-CACHE_SECONDS = 300
+# A rotated key is used everywhere within a minute (the same bound as settings, ports.py).
+CACHE_SECONDS = 60
 MIN_SIGNING_KEY_BYTES = 32
 
 

@@ -26,7 +26,7 @@ from clinic_payments.domain.model import (
     PaymentMethodType,
     PaymentStatus,
 )
-from clinic_payments.domain.ports import PaymentsRepository, StripeGateways
+from clinic_payments.domain.ports import PatientSummary, PaymentsRepository, StripeGateways
 
 
 @dataclass(frozen=True)
@@ -186,6 +186,44 @@ def _refund_differences(
     return found
 
 
+def audit_summary(
+    summary: PatientSummary | None, invoices: Iterable[Invoice], credits: dict[str, Credit]
+) -> list[Difference]:
+    """The account summary the writes keep (what a list of invoices shows) against the
+    invoices and credit it summarizes."""
+    if summary is None or not summary.established:
+        return []  # not kept yet: the first list of invoices establishes it
+    payable = [i for i in invoices if i.is_payable]
+    balances = {c: credit.balance for c, credit in credits.items() if credit.balance}
+    found = []
+    if summary.outstanding_count != len(payable):
+        found.append(
+            Difference(
+                "summary", f"{summary.outstanding_count} outstanding, invoices say {len(payable)}"
+            )
+        )
+    outstanding = sum(i.balance_due for i in payable)
+    if summary.outstanding_amount != outstanding:
+        found.append(
+            Difference(
+                "summary",
+                f"{summary.outstanding_amount} outstanding amount, invoices say {outstanding}",
+            )
+        )
+    if summary.open_invoice_ids != {i.id for i in payable}:
+        found.append(
+            Difference(
+                "summary",
+                f"open invoices {sorted(summary.open_invoice_ids)}, invoices say "
+                f"{sorted(i.id for i in payable)}",
+            )
+        )
+    kept = {c: v for c, v in summary.credits.items() if v}
+    if kept != balances:
+        found.append(Difference("summary", f"credit {kept}, credit items say {balances}"))
+    return found
+
+
 class Auditor:
     """A patient's account recomputed from the table, and checked against Stripe's records."""
 
@@ -195,12 +233,12 @@ class Auditor:
 
     def audit_patient(self, clinic_id: str, patient_id: str) -> list[Difference]:
         payments = self._repo.all_payments(clinic_id, patient_id)
+        invoices = self._repo.all_invoices(clinic_id, patient_id)
+        credits = self._repo.list_credits(clinic_id, patient_id)
         found = audit_account(
-            self._repo.all_invoices(clinic_id, patient_id),
-            payments,
-            self._repo.all_ledger(clinic_id, patient_id),
-            self._repo.list_credits(clinic_id, patient_id),
+            invoices, payments, self._repo.all_ledger(clinic_id, patient_id), credits
         )
+        found += audit_summary(self._repo.get_summary(clinic_id, patient_id), invoices, credits)
         if self._stripe is None:
             return found
         for p in payments:

@@ -131,6 +131,7 @@ class CreditService:
                 invoice_id=invoice.id,
                 amount=wanted,
                 seen_amount_paid=invoice.amount_paid,
+                total=invoice.total,
                 new_status=status_after(invoice.total, invoice.amount_paid + wanted),
                 ref=InvoicePaymentRef(application_id, wanted, "credit", now),
                 credit=CreditChange(entry, credit, take(credit, plan_oldest_first(credit, wanted))),

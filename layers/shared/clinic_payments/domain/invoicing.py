@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from clinic_payments.domain.errors import NotFoundError, ValidationError
 from clinic_payments.domain.invoices import NewInvoice, build_invoice, ensure_voidable
 from clinic_payments.domain.model import Caller, ClinicSettings, Credit, Invoice, Page
-from clinic_payments.domain.ports import Clock, PaymentsRepository
+from clinic_payments.domain.ports import Clock, PatientSummary, PaymentsRepository
 
 STATUS_FILTERS = ("open", "paid", "void", "all")
 
@@ -25,8 +25,8 @@ class InvoiceService:
         self._repo = repository
         self._clock = clock
 
-    def settings(self, clinic_id: str) -> ClinicSettings:
-        settings = self._repo.get_settings(clinic_id)
+    def settings(self, clinic_id: str, *, cached: bool = False) -> ClinicSettings:
+        settings = self._repo.get_settings(clinic_id, cached=cached)
         if settings is None:
             raise NotFoundError("This clinic is not set up for payments yet.")
         return settings
@@ -56,17 +56,34 @@ class InvoiceService:
                 "status must be one of open, paid, void, all.",
                 [{"field": "status", "issue": "unknown status"}],
             )
-        page = self._repo.list_invoices(clinic_id, patient_id, status, limit, cursor)
-        settings = self.settings(clinic_id)
-        outstanding = [i for i in self._repo.all_invoices(clinic_id, patient_id) if i.is_payable]
-        credit: Credit = self._repo.get_credit(clinic_id, patient_id, settings.currency)
-        summary = InvoiceSummary(
-            outstanding_count=len(outstanding),
-            outstanding_amount=sum(i.balance_due for i in outstanding),
-            currency=settings.currency,
-            available_credit=credit.balance,
+        page, kept = self._repo.list_invoices_summarized(
+            clinic_id, patient_id, status, limit, cursor
         )
-        return page, summary
+        settings = self.settings(clinic_id, cached=True)  # its currency only
+        if kept is None or not kept.established:
+            # Not kept from the start (a new account, or one from before summaries): the
+            # account itself, read after the summary was, and the summary established from it.
+            kept = self._establish_summary(clinic_id, patient_id, kept)
+        return page, InvoiceSummary(
+            outstanding_count=kept.outstanding_count,
+            outstanding_amount=kept.outstanding_amount,
+            currency=settings.currency,
+            available_credit=kept.credits.get(settings.currency, 0),
+        )
+
+    def _establish_summary(
+        self, clinic_id: str, patient_id: str, seen: PatientSummary | None
+    ) -> PatientSummary:
+        payable = [i for i in self._repo.all_invoices(clinic_id, patient_id) if i.is_payable]
+        credits: dict[str, Credit] = self._repo.list_credits(clinic_id, patient_id)
+        summary = PatientSummary(
+            outstanding_count=len(payable),
+            outstanding_amount=sum(i.balance_due for i in payable),
+            credits={c: credit.balance for c, credit in credits.items()},
+            open_invoice_ids=frozenset(i.id for i in payable),
+        )
+        self._repo.establish_summary(clinic_id, patient_id, summary, seen)
+        return summary
 
     def void(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice:
         invoice = self.get(clinic_id, patient_id, invoice_id)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Final
 
-from clinic_payments.domain.allocation import RequestedAllocation, plan_payment, plan_settlement
+from clinic_payments.domain.allocation import plan_payment, plan_settlement
 from clinic_payments.domain.contention import WRITE_ATTEMPTS, pause_before_retry
 from clinic_payments.domain.credit_lots import add_to_lot
 from clinic_payments.domain.errors import (
@@ -21,7 +21,6 @@ from clinic_payments.domain.errors import (
     CardDeclinedError,
     ConflictError,
     ConsentRequiredError,
-    ForbiddenError,
     NotFoundError,
     PaymentError,
     PaymentFailedError,
@@ -45,7 +44,6 @@ from clinic_payments.domain.model import (
     InvoicePaymentRef,
     LedgerEntry,
     LedgerEntryType,
-    Payer,
     Payment,
     PaymentMethodType,
     PaymentPurpose,
@@ -54,6 +52,7 @@ from clinic_payments.domain.model import (
     StripeAccount,
 )
 from clinic_payments.domain.money import fee_for, format_amount, is_valid_amount, minimum_charge
+from clinic_payments.domain.payment_rules import ConsentGiven, PaymentRequest, refusal
 from clinic_payments.domain.payments import may_move, status_from_intent, statuses_before
 from clinic_payments.domain.ports import (
     Answering,
@@ -120,29 +119,6 @@ def is_card_decline(failure: Failure | None) -> bool:
     return failure.decline_code is not None or failure.code in CARD_DECLINE_CODES
 
 
-@dataclass(frozen=True)
-class ConsentGiven:
-    agreed: bool
-    wording_version: str
-
-
-@dataclass(frozen=True)
-class PaymentRequest:
-    method: PaymentMethodType
-    allocations: list[RequestedAllocation] | None = None
-    amount: int | None = None
-    payment_method_id: str | None = None
-    save_card: bool = False
-    consent: ConsentGiven | None = None
-    off_session: bool = False
-    payer: Payer = Payer.SELF
-    reference: str | None = None
-    note: str | None = None
-    receipt_email: str | None = None
-    location_id: str | None = None
-    purpose: PaymentPurpose = PaymentPurpose.INVOICE
-
-
 class PaymentService:
     def __init__(
         self,
@@ -207,70 +183,34 @@ class PaymentService:
         payment_id: str,
     ) -> tuple[Payment, PatientReads]:
         settings = self._settings(clinic_id)
-        staff_only = {PaymentMethodType.CASH, PaymentMethodType.CHECK}
-        if request.method in staff_only and not caller.is_staff:
-            raise ForbiddenError("Only clinic staff can record cash and check payments.")
-        if request.purpose is PaymentPurpose.CREDIT_TOPUP and not settings.allow_credit_topups:
-            raise ForbiddenError("This clinic does not take account credit top-ups.")
-        if (
-            request.purpose is PaymentPurpose.CREDIT_TOPUP
-            and settings.locations
-            and request.location_id is None
-        ):
-            raise ValidationError(
-                "Say at which location the credit is meant to be used.",
-                [{"field": "location_id", "issue": "required"}],
-            )
-        if request.off_session and not caller.is_staff:
-            raise ForbiddenError("Only clinic staff can charge a saved card off-session.")
-        if request.off_session and not request.payment_method_id:
-            raise ValidationError(
-                "An off-session charge needs a saved card (payment_method_id).",
-                [{"field": "payment_method_id", "issue": "required with off_session"}],
-            )
-        if request.method is not PaymentMethodType.CARD and (
-            request.payment_method_id or request.save_card or request.off_session
-        ):
-            raise ValidationError(
-                "payment_method_id, save_card and off_session apply to card payments only."
-            )
-        if request.payment_method_id and request.save_card:
-            raise ValidationError("A saved card is already saved: drop save_card.")
-        if (
-            request.method is PaymentMethodType.CARD
-            and caller.role is Role.PATIENT
-            and not settings.accept_portal_payments
-        ):
-            raise ForbiddenError("This clinic does not accept payments through the portal.")
+        problem = refusal(caller, request, settings)
+        if problem is not None:
+            raise problem
         consent = self._consent(caller, request, settings)
-        if request.location_id is not None and request.location_id not in {
-            loc.id for loc in settings.locations
-        }:
-            raise ValidationError(
-                "Unknown location.", [{"field": "location_id", "issue": "unknown location"}]
-            )
 
         account: StripeAccount | None = None
         if request.method is PaymentMethodType.CARD:
             account = self._charging_account(clinic_id, caller, request)
         # One round trip for what the payment touches: the invoices it names, the credit its
         # overflow would go to, the patient's Stripe customer in the charging account.
+        paying_oldest_first = (
+            not request.allocations and request.purpose is not PaymentPurpose.CREDIT_TOPUP
+        )
         reads = self._repo.read_patient(
             clinic_id,
             patient_id,
             invoice_ids=tuple(a.invoice_id for a in request.allocations or []),
             currencies=(settings.currency,),
             customer_account=account.account_id if account else None,
+            summary=paying_oldest_first,
         )
         if request.purpose is PaymentPurpose.CREDIT_TOPUP:
             # A top-up pays no invoice: no need to read them.
             plan_allocations, credit, currency = [], request.amount or 0, settings.currency
         else:
-            invoices = (
-                list(reads.invoices.values())
-                if request.allocations
-                else self._repo.all_invoices(clinic_id, patient_id)
-            )
+            invoices = list(reads.invoices.values())
+            if paying_oldest_first:
+                invoices = self._payable_invoices(clinic_id, patient_id, reads)
             plan = plan_payment(request.allocations, request.amount, invoices)
             plan_allocations, credit = plan.allocations, plan.credit_amount
             currency = plan.currency or settings.currency
@@ -327,6 +267,20 @@ class PaymentService:
             ),
         )
         return payment, reads
+
+    def _payable_invoices(
+        self, clinic_id: str, patient_id: str, reads: PatientReads
+    ) -> list[Invoice]:
+        """A payment without allocations pays the payable invoices, oldest first: those the
+        patient's summary names, read by key (never the paid ones, however many)."""
+        if reads.summary is None or not reads.summary.established:
+            return self._repo.all_invoices(clinic_id, patient_id)  # no summary kept yet
+        ids = tuple(sorted(reads.summary.open_invoice_ids))
+        if not ids:
+            return []
+        return list(
+            self._repo.read_patient(clinic_id, patient_id, invoice_ids=ids).invoices.values()
+        )
 
     def _consent(
         self, caller: Caller, request: PaymentRequest, settings: ClinicSettings
@@ -737,6 +691,7 @@ class PaymentService:
                 invoice_id=a.invoice_id,
                 amount=a.amount,
                 seen_amount_paid=invoices[a.invoice_id].amount_paid,
+                total=invoices[a.invoice_id].total,
                 new_status=status_after(
                     invoices[a.invoice_id].total, invoices[a.invoice_id].amount_paid + a.amount
                 ),

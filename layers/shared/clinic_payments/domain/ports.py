@@ -65,6 +65,7 @@ class InvoiceCredit:
     invoice_id: str
     amount: int
     seen_amount_paid: int
+    total: int  # the invoice's total: whether it is payable before and after the write
     new_status: InvoiceStatus
     ref: InvoicePaymentRef
 
@@ -132,6 +133,23 @@ class SettleResult(StrEnum):
 
 
 @dataclass(frozen=True)
+class PatientSummary:
+    """A patient's account at a glance, kept by the writes that move it: payable invoices
+    (count and balance due, all currencies) and the credit balance of each currency."""
+
+    outstanding_count: int
+    outstanding_amount: int
+    credits: dict[str, int]
+    open_invoice_ids: frozenset[str] = frozenset()  # the payable invoices (for a payment
+    # without allocations: it reads those, never the paid ones)
+    # Every write that moves it counts a version. Kept from the start only once established
+    # (`establish_summary`): until then it holds what moved since it was first written, and
+    # nothing reads it as the account's.
+    version: int = 0
+    established: bool = True
+
+
+@dataclass(frozen=True)
 class PatientReads:
     """What one request needs of a patient's account, read together in one round trip."""
 
@@ -140,6 +158,7 @@ class PatientReads:
     credits: dict[str, Credit]  # by currency; version 0 (empty) when the patient has none
     customer_id: str | None
     event_seen: bool
+    summary: PatientSummary | None = None  # when asked for
 
 
 @dataclass(frozen=True)
@@ -149,6 +168,7 @@ class InvoiceDebit:
     invoice_id: str
     amount: int  # positive: amount_paid goes down by this
     seen_amount_paid: int
+    total: int  # the invoice's total: whether it is payable before and after the write
     new_status: InvoiceStatus
     ref: InvoicePaymentRef  # a negative line in the invoice's payments
     due_date: str | None  # the invoice is payable again: back in the open-invoices index
@@ -181,6 +201,7 @@ class CreditApplication:
     invoice_id: str
     amount: int
     seen_amount_paid: int
+    total: int  # the invoice's total: whether it is payable before and after the write
     new_status: InvoiceStatus
     ref: InvoicePaymentRef
     credit: CreditChange  # entry of type applied, amount negative
@@ -224,7 +245,21 @@ class PaymentsRepository(Protocol):
         limit: int,
         cursor: str | None,
     ) -> Page[Invoice]: ...
+    def list_invoices_summarized(
+        self, clinic_id: str, patient_id: str, status: str, limit: int, cursor: str | None
+    ) -> tuple[Page[Invoice], PatientSummary | None]:
+        """list_invoices and the patient's summary, in one round trip for a first page."""
+        ...
+
     def all_invoices(self, clinic_id: str, patient_id: str) -> list[Invoice]: ...
+    def get_summary(self, clinic_id: str, patient_id: str) -> PatientSummary | None: ...
+    def establish_summary(
+        self, clinic_id: str, patient_id: str, summary: PatientSummary, seen: PatientSummary | None
+    ) -> bool:
+        """Write the summary recomputed from the account, if no write moved it since `seen`
+        was read (before the account was): from then on the writes keep it."""
+        ...
+
     def void_invoice(self, invoice: Invoice, at: str) -> None: ...
 
     # payments
@@ -256,6 +291,7 @@ class PaymentsRepository(Protocol):
         currencies: tuple[str, ...] = (),
         customer_account: str | None = None,
         event: tuple[str, str] | None = None,  # (account_key, event_id)
+        summary: bool = False,
     ) -> PatientReads:
         """Consistent reads of the items named, in one round trip."""
         ...

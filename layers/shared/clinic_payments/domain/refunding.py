@@ -502,6 +502,7 @@ class RefundService:
                 invoice_id=a.invoice_id,
                 amount=a.amount,
                 seen_amount_paid=invoices[a.invoice_id].amount_paid,
+                total=invoices[a.invoice_id].total,
                 new_status=status_after(
                     invoices[a.invoice_id].total, invoices[a.invoice_id].amount_paid - a.amount
                 ),
@@ -604,6 +605,7 @@ class RefundService:
                     invoice_id=a.invoice_id,
                     amount=a.amount,
                     seen_amount_paid=invoice.amount_paid,
+                    total=invoice.total,
                     new_status=status_after(invoice.total, invoice.amount_paid + a.amount),
                     ref=InvoicePaymentRef(recorded.id, a.amount, "refund_failed", now),
                 )
