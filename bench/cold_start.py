@@ -2,8 +2,8 @@
 `import boto3, stripe` measured in the same rounds, in an environment built like Lambda's:
 
 - the layer as `sam build` makes it (layers/shared/Makefile): the packages of
-  layers/shared/requirements.txt and clinic_payments, copied without bytecode. /opt is
-  read-only and the layer ships no __pycache__, so Lambda compiles them on every cold start;
+  layers/shared/requirements.txt and clinic_payments, with their bytecode compiled once
+  (unchecked-hash), since /opt is read-only and Lambda could not write it;
 - the runtime's own packages (boto3, botocore and their dependencies), as installed here;
 - nothing else of the dev venv (aiohttp, moto...): what the layer does not ship cannot be
   imported, as on Lambda, where stripe-python then falls back to requests;
@@ -13,9 +13,11 @@
 
 from __future__ import annotations
 
+import compileall
 import importlib.metadata
 import importlib.util
 import os
+import py_compile
 import shutil
 import statistics
 import subprocess
@@ -63,8 +65,8 @@ def functions() -> list[Function]:
 
 
 def build_environment(into: Path) -> tuple[Path, Path, list[str]]:
-    """The layer (copied, no bytecode) and the runtime's packages (linked); notes on versions
-    that differ from the layer's pins."""
+    """The layer (copied, compiled as the layer's build compiles it) and the runtime's
+    packages (linked); notes on versions that differ from the layer's pins."""
     layer, runtime = into / "layer", into / "runtime"
     layer.mkdir()
     runtime.mkdir()
@@ -86,6 +88,13 @@ def build_environment(into: Path) -> tuple[Path, Path, list[str]]:
         LAYER / "clinic_payments",
         layer / "clinic_payments",
         ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    # As layers/shared/Makefile builds it: bytecode compiled once, unchecked-hash.
+    compileall.compile_dir(
+        layer,
+        quiet=1,
+        workers=0,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
     )
     for module in RUNTIME_MODULES:
         spec = importlib.util.find_spec(module)
@@ -124,7 +133,8 @@ def lambda_environment(function: Function | None) -> dict[str, str]:
 
 
 def import_ms(statement: str, path: list[Path], env: dict[str, str]) -> float:
-    # -I -S: no site-packages, no PYTHON* variables; -B: the layer stays without bytecode.
+    # -I -S: no site-packages, no PYTHON* variables; -B: nothing written (the layer's bytecode
+    # is read, as from the read-only /opt).
     code = (
         "import sys, time; "
         f"sys.path[:0] = {[str(p) for p in path]!r}; "
