@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
 import os
 import secrets
 import socket
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
 import boto3
 from moto.core.common_models import BaseModel
+from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
+from moto.dynamodb.models.table import Table
 from moto.moto_server.werkzeug_app import (
     DomainDispatcherApplication,
     MotoRequestHandler,
@@ -257,8 +263,70 @@ def _stop_tracking_model_instances() -> None:
     BaseModel._local_untracked = True  # type: ignore[attr-defined]
 
 
+def _roll_back_transactions_item_by_item() -> None:
+    """moto backs up every table a TransactWriteItems touches (a deep copy of the whole table,
+    once per item) to restore it if the transaction fails: a transaction costs the size of the
+    table, and a long run slows down with every item written. DynamoDB's cost does not grow with
+    the table. Here the backup is of the items the transaction names (each as it was, or its
+    absence), restored the same way when moto's transaction raises: what commits and what rolls
+    back is moto's own logic, unchanged; only the copy is smaller."""
+    if getattr(DynamoDBBackend, "_local_item_rollback", False):
+        return
+    whole = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
+        saved: list[tuple[Any, DynamoType, DynamoType | None, Any]] = []
+        for entry in transact_items:
+            _, op = next(iter(entry.items()))
+            table = self.tables.get(op.get("TableName"))
+            key = op.get("Key") or op.get("Item")
+            if table is None or not isinstance(key, dict) or table.hash_key_attr not in key:
+                continue
+            hash_key = DynamoType(key[table.hash_key_attr])
+            range_key = None
+            if table.range_key_attr is not None and table.range_key_attr in key:
+                range_key = DynamoType(key[table.range_key_attr])
+            before = table.get_item(hash_key, range_key)
+            saved.append((table, hash_key, range_key, copy.deepcopy(before)))
+        tables_module = sys.modules[DynamoDBBackend.__module__]
+        backups = tables_module.copy
+        # The whole-table copy moto would make is the table itself: the items above are the
+        # backup. DynamoDB requests run one at a time here (_AtomicDynamoDB).
+        tables_module.copy = SimpleNamespace(  # type: ignore[attr-defined]
+            deepcopy=lambda value, memo=None: (
+                value if isinstance(value, Table) else copy.deepcopy(value, memo)
+            )
+        )
+        try:
+            whole(self, transact_items)
+        except Exception:
+            for table, hash_key, range_key, before in reversed(saved):
+                _put_back(table, hash_key, range_key, before)
+            raise
+        finally:
+            tables_module.copy = backups  # type: ignore[attr-defined]
+
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    DynamoDBBackend._local_item_rollback = True  # type: ignore[attr-defined]
+
+
+def _put_back(table: Any, hash_key: Any, range_key: Any, before: Any) -> None:
+    """An item as it was before a failed transaction (or gone again, if it did not exist)."""
+    if range_key is None:
+        if before is None:
+            table.items.pop(hash_key, None)
+        else:
+            table.items[hash_key] = before
+        return
+    if before is None:
+        table.items.get(hash_key, {}).pop(range_key, None)
+    else:
+        table.items[hash_key][range_key] = before
+
+
 def start_moto(port: int | None = None) -> MotoHandle:
     _stop_tracking_model_instances()
+    _roll_back_transactions_item_by_item()
     port = port or free_port()
     # moto's werkzeug logs every request line; the local stack has its own access log.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
