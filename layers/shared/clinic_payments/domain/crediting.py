@@ -8,16 +8,12 @@ sum of its entries and never spent twice. Spending takes the oldest lots first.
 
 from __future__ import annotations
 
-from typing import Final
-
-from clinic_payments.domain.contention import WRITE_ATTEMPTS, pause_before_retry
+from clinic_payments.domain.contention import until_written
 from clinic_payments.domain.credit_lots import add_to_lot, plan_oldest_first, take
 from clinic_payments.domain.errors import (
-    ConflictError,
     InsufficientCreditError,
     InvoiceNotPayableError,
     NotFoundError,
-    StaleWriteError,
     ValidationError,
 )
 from clinic_payments.domain.invoices import status_after, with_payment
@@ -38,8 +34,6 @@ from clinic_payments.domain.ports import (
     CreditChange,
     PaymentsRepository,
 )
-
-APPLY_ATTEMPTS: Final = WRITE_ATTEMPTS
 
 
 class CreditService:
@@ -90,7 +84,8 @@ class CreditService:
         if not fresh and self._repo.ledger_entry_exists(clinic_id, patient_id, application_id):
             # This application is done: a retry changes nothing.
             return self._invoice(clinic_id, patient_id, invoice_id)
-        for attempt in range(APPLY_ATTEMPTS):
+
+        def attempt(_: int) -> Invoice:
             # Read last, right before the write: the shorter the time between, the fewer
             # writers of the same credit make each other read again.
             reads = self._repo.read_patient(
@@ -138,17 +133,15 @@ class CreditService:
             )
             applied = with_payment(invoice, write.ref, write.new_status)
             recorded = answer(applied) if answer is not None else None
-            try:
-                written = self._repo.apply_credit(clinic_id, patient_id, write, recorded)
-            except StaleWriteError:
-                pause_before_retry(attempt)
-                continue  # the invoice or the credit moved (a payment, a refund): read again
+            # StaleWriteError: the invoice or the credit moved (a payment, a refund): read again
+            written = self._repo.apply_credit(clinic_id, patient_id, write, recorded)
             if not written:  # made already by an earlier attempt of this request
                 return self._invoice(clinic_id, patient_id, invoice_id)
             if answer is not None and recorded is not None:
                 answer.committed(recorded)
             return applied
-        raise ConflictError("The invoice is changing too fast; try again.")
+
+        return until_written(attempt, "The invoice is changing too fast; try again.")
 
     def _invoice(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice:
         invoice = self._repo.get_invoice(clinic_id, patient_id, invoice_id)
@@ -174,7 +167,8 @@ class CreditService:
                 [{"field": "amount", "issue": "zero or out of range"}],
             )
         chosen = self._currency(clinic_id, currency)
-        for attempt in range(APPLY_ATTEMPTS):
+
+        def attempt(_: int) -> LedgerEntry:
             entry = LedgerEntry(
                 id=entry_id,
                 type=LedgerEntryType.ADJUSTMENT,
@@ -195,11 +189,6 @@ class CreditService:
                 raise InsufficientCreditError("The adjustment would take the credit below zero.")
             else:
                 new = take(credit, plan_oldest_first(credit, -amount))
-            try:
-                return self._repo.adjust_credit(
-                    clinic_id, patient_id, CreditChange(entry, credit, new)
-                )
-            except StaleWriteError:
-                pause_before_retry(attempt)
-                continue  # the credit moved meanwhile: read again
-        raise ConflictError("The credit is changing too fast; try again.")
+            return self._repo.adjust_credit(clinic_id, patient_id, CreditChange(entry, credit, new))
+
+        return until_written(attempt, "The credit is changing too fast; try again.")

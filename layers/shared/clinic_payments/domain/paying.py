@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Final
 
 from clinic_payments.domain.allocation import plan_payment, plan_settlement
-from clinic_payments.domain.contention import WRITE_ATTEMPTS, pause_before_retry
+from clinic_payments.domain.contention import until_written
 from clinic_payments.domain.credit_lots import add_to_lot
 from clinic_payments.domain.errors import (
     AmountTooSmallError,
@@ -26,7 +26,6 @@ from clinic_payments.domain.errors import (
     PaymentFailedError,
     PaymentProviderUnavailableError,
     PaymentRequiresActionError,
-    StaleWriteError,
     ValidationError,
 )
 from clinic_payments.domain.ids import confirmation_number, new_id
@@ -71,7 +70,6 @@ from clinic_payments.domain.ports import (
 
 log = logging.getLogger(__name__)
 
-SETTLE_ATTEMPTS: Final = WRITE_ATTEMPTS
 
 # Stripe's card_error codes: the card (or its holder's bank) said no.
 CARD_DECLINE_CODES: Final = frozenset(
@@ -613,12 +611,17 @@ class PaymentService:
         """Settle once, in one transaction planned from one read (`reads`, when the caller has
         read what it needs already); an invoice or the credit moving under it means read again
         and plan again. The settled payment, or None when it was not settled here."""
-        current: Payment | None = payment
         if reads is not None and any(
             a.invoice_id not in reads.invoices for a in payment.allocations
         ):
             reads = None  # an invoice it pays was not read with the rest: read them all
-        for attempt in range(SETTLE_ATTEMPTS):
+        read_before = reads
+
+        def attempt(number: int) -> tuple[Payment | None, SettleResult]:
+            # StaleWriteError from the write: an invoice or the credit moved under us, so the
+            # next attempt reads again and plans again.
+            reads = read_before if number == 0 else None
+            current: Payment | None = payment
             if reads is None:
                 reads = self._repo.read_patient(
                     payment.clinic_id,
@@ -651,19 +654,17 @@ class PaymentService:
                 event=event,
                 answer=answer(write.payment) if answer is not None else None,
             )
-            try:
-                result = self._repo.settle(write)
-            except StaleWriteError:
-                pause_before_retry(attempt)
-                reads = None
-                continue  # an invoice or the credit moved under us: read again and re-plan
+            result = self._repo.settle(write)
             if result is not SettleResult.SETTLED:
                 return None, result
             if answer is not None and write.answer is not None:
                 answer.committed(write.answer)
             self._settled(write.payment)
             return write.payment, result
-        raise ConflictError("The payment could not be settled for contention; it will be retried.")
+
+        return until_written(
+            attempt, "The payment could not be settled for contention; it will be retried."
+        )
 
     def _settled(self, payment: Payment) -> None:
         """Hand a succeeded payment's receipt on. Settlement has committed: nothing here may

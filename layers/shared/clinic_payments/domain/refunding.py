@@ -26,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
-from clinic_payments.domain.contention import WRITE_ATTEMPTS, pause_before_retry
+from clinic_payments.domain.contention import until_written
 from clinic_payments.domain.credit_lots import (
     add_to_lot,
     plan_from_lot,
@@ -40,7 +40,6 @@ from clinic_payments.domain.errors import (
     NotFoundError,
     PaymentFailedError,
     PaymentProviderUnavailableError,
-    StaleWriteError,
 )
 from clinic_payments.domain.ids import new_id
 from clinic_payments.domain.invoices import status_after
@@ -79,7 +78,6 @@ from clinic_payments.domain.ports import (
     StripeObjectLink,
 )
 
-RECORD_ATTEMPTS: Final = WRITE_ATTEMPTS
 REFUND_REASONS: Final = ("requested_by_customer", "duplicate", "fraudulent")
 STRIPE_ACTOR: Final = Actor(sub="stripe", role=Role.STAFF)  # made in the Stripe dashboard
 # A refund's states in the order Stripe moves them; an event never moves one backwards.
@@ -296,9 +294,12 @@ class RefundService:
         take_credit_first: bool,
     ) -> RefundRecord:
         card = payment.method is PaymentMethodType.CARD
-        for attempt in range(RECORD_ATTEMPTS):
-            if attempt:
-                payment = self._payment(payment.clinic_id, payment.patient_id, payment.id)
+        first_read = payment
+
+        def attempt(number: int) -> RefundRecord:
+            payment = first_read
+            if number:
+                payment = self._payment(first_read.clinic_id, first_read.patient_id, first_read.id)
                 done = next((r for r in payment.refunds if r.id == refund_id), None)
                 if done is not None:
                     return done
@@ -329,15 +330,13 @@ class RefundService:
                 status=REFUND_RESERVED if card else "succeeded",
                 from_lots=plan.from_lots,
             )
-            try:
-                self._repo.record_refund(
-                    self._refund_write(payment, record, plan, invoices, credit, now)
-                )
-            except StaleWriteError:
-                pause_before_retry(attempt)
-                continue  # the payment, an invoice or the credit moved: read and plan again
+            # StaleWriteError: the payment, an invoice or the credit moved: read and plan again
+            self._repo.record_refund(
+                self._refund_write(payment, record, plan, invoices, credit, now)
+            )
             return record
-        raise ConflictError("The account is changing too fast; try the refund again.")
+
+        return until_written(attempt, "The account is changing too fast; try the refund again.")
 
     def resume(self, ref: ReservedRefundRef) -> str:
         """The reconciler: a reservation whose answer never came (the request timed out and
@@ -437,7 +436,8 @@ class RefundService:
         first) is recorded as failed, taking nothing back: whatever records it later by the
         same key changes nothing."""
         failed = status in REFUND_FAILED_STATUSES
-        for attempt in range(RECORD_ATTEMPTS):
+
+        def attempt(_: int) -> bool:
             payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)
             if any(key in (r.key, r.stripe_refund_id) for r in payment.refunds):
                 return False
@@ -445,27 +445,28 @@ class RefundService:
             invoices: dict[str, Invoice] = {}
             credit = Credit(0, payment.currency, 0)
             plan = TakeBack([], [], 0)
+            taken = amount
             if not failed:
-                amount = min(amount, refundable(payment))
-                if amount <= 0:
+                taken = min(amount, refundable(payment))
+                if taken <= 0:
                     return False
                 credit = self._repo.get_credit(
                     payment.clinic_id, payment.patient_id, payment.currency
                 )
                 invoices = self._invoices(payment)
-                plan = plan_take_back(payment, amount, credit, invoices)
-                if plan.total < amount:
+                plan = plan_take_back(payment, taken, credit, invoices)
+                if plan.total < taken:
                     others = [
                         inv
                         for inv in self._repo.all_invoices(payment.clinic_id, payment.patient_id)
                         if inv.amount_paid > 0 and inv.currency == payment.currency
                     ]
                     invoices = {**{inv.id: inv for inv in others}, **invoices}
-                    plan = plan_forced_take_back(amount, credit, plan, others)
+                    plan = plan_forced_take_back(taken, credit, plan, others)
             record = RefundRecord(
                 id=refund_id,
                 key=key,
-                amount=amount,
+                amount=taken,
                 from_credit=plan.from_credit,
                 from_invoices=plan.from_invoices,
                 from_fee=plan.from_fee,
@@ -479,12 +480,11 @@ class RefundService:
                 from_lots=plan.from_lots,
             )
             write = self._refund_write(payment, record, plan, invoices, credit, now)
-            try:
-                return self._repo.record_refund(write)
-            except StaleWriteError:
-                pause_before_retry(attempt)
-                continue
-        raise ConflictError("The account is changing too fast; the refund will be retried.")
+            return self._repo.record_refund(write)
+
+        return until_written(
+            attempt, "The account is changing too fast; the refund will be retried."
+        )
 
     @staticmethod
     def _refund_write(
@@ -539,7 +539,8 @@ class RefundService:
         refund; failed, it takes nothing). Known: its status moves forward (a reservation is
         confirmed with Stripe's id), and if it failed what it took back is given back.
         False when nothing changed (a duplicate, a late or reordered event)."""
-        for attempt in range(RECORD_ATTEMPTS):
+
+        def attempt(_: int) -> bool:
             payment = self._payment(link.clinic_id, link.patient_id, link.payment_id)
             index = _index_of(payment, snapshot)
             if index is None:
@@ -547,13 +548,12 @@ class RefundService:
             recorded = payment.refunds[index]
             if not moves_forward(recorded.status, snapshot.status):
                 return False
-            try:
-                self._repo.record_refund_outcome(self._outcome(payment, index, snapshot))
-            except StaleWriteError:
-                pause_before_retry(attempt)
-                continue
+            self._repo.record_refund_outcome(self._outcome(payment, index, snapshot))
             return True
-        raise ConflictError("The account is changing too fast; the event will be retried.")
+
+        return until_written(
+            attempt, "The account is changing too fast; the event will be retried."
+        )
 
     def _record_reported(
         self, link: StripeObjectLink, payment: Payment, snapshot: RefundSnapshot
