@@ -74,8 +74,7 @@ from clinic_payments.domain.ports import (
     CreditApplication,
     CreditChange,
     IdempotencyRecord,
-    InvoiceCredit,
-    InvoiceDebit,
+    InvoiceAmountChange,
     PatientReads,
     PatientSummary,
     PaymentsRepository,
@@ -128,9 +127,7 @@ def _as_read(invoice: Invoice | None, seen_amount_paid: int) -> bool:
     )
 
 
-def _invoices_as_read(
-    bucket: dict[str, Invoice], changes: Sequence[InvoiceCredit | InvoiceDebit]
-) -> bool:
+def _invoices_as_read(bucket: dict[str, Invoice], changes: Sequence[InvoiceAmountChange]) -> bool:
     return all(_as_read(bucket.get(c.invoice_id), c.seen_amount_paid) for c in changes)
 
 
@@ -694,13 +691,13 @@ class InMemoryPaymentsRepository:
             self.before_apply_credit(write)
         if self.ledger_entry_exists(clinic_id, patient_id, write.entry.id):
             return False
-        invoice = self.invoices.get((clinic_id, patient_id), {}).get(write.invoice_id)
+        invoice = self.invoices.get((clinic_id, patient_id), {}).get(write.invoice.invoice_id)
         if not self._credit_as_read(clinic_id, patient_id, write.credit) or not _as_read(
-            invoice, write.seen_amount_paid
+            invoice, write.invoice.seen_amount_paid
         ):
             raise StaleWriteError("The credit or the invoice changed.")
         assert invoice is not None
-        _pay_onto(invoice, write.amount, write.new_status, write.ref)
+        _pay_onto(invoice, write.invoice.delta, write.invoice.new_status, write.invoice.ref)
         self._write_credit(clinic_id, patient_id, write.credit)
         if answer is not None:
             self._answer(answer)

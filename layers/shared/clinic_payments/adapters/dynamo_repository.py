@@ -33,7 +33,6 @@ from clinic_payments.domain.model import (
     Dispute,
     Failure,
     Invoice,
-    InvoicePaymentRef,
     InvoiceStatus,
     LedgerEntry,
     Page,
@@ -48,7 +47,7 @@ from clinic_payments.domain.ports import (
     CreditChange,
     EventMark,
     IdempotencyRecord,
-    InvoiceCredit,
+    InvoiceAmountChange,
     PatientReads,
     PatientSummary,
     PaymentRequestRecord,
@@ -882,18 +881,8 @@ class DynamoPaymentsRepository:
             ),
         }
         items: list[Any] = [{"Update": payment_update}]
-        for debit in write.invoices:
-            update = self._invoice_amount_update(
-                pk,
-                debit.invoice_id,
-                delta=-debit.amount,
-                seen_amount_paid=debit.seen_amount_paid,
-                total=debit.total,
-                new_status=debit.new_status,
-                ref=debit.ref,
-                open_index=codec.open_invoice_index(p.clinic_id, debit.invoice_id, debit.due_date),
-            )
-            items.append({"Update": update})
+        for change in write.invoices:
+            items.append({"Update": self._invoice_amount_update(p.clinic_id, pk, change)})
         if write.credit is not None:
             items += self._credit_items(p.clinic_id, p.patient_id, write.credit)
         if write.record.is_reserved:
@@ -1145,25 +1134,14 @@ class DynamoPaymentsRepository:
             raise
 
     def _money_back_items(
-        self, p: Payment, invoices: list[InvoiceCredit], credit: CreditChange | None
+        self, p: Payment, invoices: list[InvoiceAmountChange], credit: CreditChange | None
     ) -> list[Any]:
         """Transaction items that put money onto invoices (each on the amount_paid read) and
         the rest onto the patient's credit with its ledger entry: a settlement, or a failed
         refund giving back what it took."""
         pk = patient_pk(p.clinic_id, p.patient_id)
         items: list[Any] = [
-            {
-                "Update": self._invoice_amount_update(
-                    pk,
-                    credit.invoice_id,
-                    delta=credit.amount,
-                    seen_amount_paid=credit.seen_amount_paid,
-                    total=credit.total,
-                    new_status=credit.new_status,
-                    ref=credit.ref,
-                )
-            }
-            for credit in invoices
+            {"Update": self._invoice_amount_update(p.clinic_id, pk, change)} for change in invoices
         ]
         if credit is not None:
             # One balance per currency: an overpayment in CAD never adds to USD.
@@ -1171,47 +1149,44 @@ class DynamoPaymentsRepository:
         return items
 
     def _invoice_amount_update(
-        self,
-        pk: str,
-        invoice_id: str,
-        *,
-        delta: int,
-        seen_amount_paid: int,
-        total: int,
-        new_status: InvoiceStatus,
-        ref: InvoicePaymentRef,
-        open_index: tuple[str, str] | None = None,
+        self, clinic_id: str, pk: str, change: InvoiceAmountChange
     ) -> dict[str, Any]:
-        """Move an invoice's amount_paid by `delta` (a payment or credit adds, a refund takes
-        back), on the amount_paid it was read at: never past its total, never on a void one.
-        Paid: it leaves the open-invoices index. Reopened (`open_index`): it enters it again."""
+        """Move an invoice's amount_paid by the change's delta (a payment or credit adds, a
+        refund takes back), on the amount_paid it was read at: never past its total, never on a
+        void one. Paid: it leaves the open-invoices index. Taken back: it enters it again."""
         expression = (
             "SET amount_paid = amount_paid + :delta, #status = :status, "
             "payments = list_append(if_not_exists(payments, :empty), :ref)"
         )
         values: dict[str, Any] = {
-            ":delta": delta,
-            ":status": new_status.value,
+            ":delta": change.delta,
+            ":status": change.new_status.value,
             ":empty": [],
-            ":ref": [codec.ref_to(ref)],
-            ":seen": seen_amount_paid,
+            ":ref": [codec.ref_to(change.ref)],
+            ":seen": change.seen_amount_paid,
             ":void": InvoiceStatus.VOID.value,
         }
-        if open_index is not None:
+        if change.delta < 0:
             expression += ", gsi1pk = :gpk, gsi1sk = :gsk REMOVE paid_at"
-            values[":gpk"], values[":gsk"] = open_index
-        elif new_status is InvoiceStatus.PAID:
+            values[":gpk"], values[":gsk"] = codec.open_invoice_index(
+                clinic_id, change.invoice_id, change.due_date
+            )
+        elif change.new_status is InvoiceStatus.PAID:
             expression += ", paid_at = :paid_at REMOVE gsi1pk, gsi1sk"
-            values[":paid_at"] = ref.at
+            values[":paid_at"] = change.ref.at
         return {
             "TableName": self._table,
-            "Key": _dump({"pk": pk, "sk": f"INVOICE#{invoice_id}"}),
+            "Key": _dump({"pk": pk, "sk": f"INVOICE#{change.invoice_id}"}),
             "UpdateExpression": expression,
             "ConditionExpression": "amount_paid = :seen AND #status <> :void",
             "ExpressionAttributeNames": {"#status": "status"},
             "ExpressionAttributeValues": _values(values),
             _SUMMARY: _outstanding_change(
-                pk, invoice_id, total, seen_amount_paid, seen_amount_paid + delta
+                pk,
+                change.invoice_id,
+                change.total,
+                change.seen_amount_paid,
+                change.seen_amount_paid + change.delta,
             ),
         }
 
@@ -1235,17 +1210,7 @@ class DynamoPaymentsRepository:
         items: list[Any] = [
             ledger,
             credit,
-            {
-                "Update": self._invoice_amount_update(
-                    pk,
-                    write.invoice_id,
-                    delta=write.amount,
-                    seen_amount_paid=write.seen_amount_paid,
-                    total=write.total,
-                    new_status=write.new_status,
-                    ref=write.ref,
-                )
-            },
+            {"Update": self._invoice_amount_update(clinic_id, pk, write.invoice)},
         ]
         if answer is not None:
             items.append({"Update": self._answer_update(answer)})

@@ -16,7 +16,7 @@ from clinic_payments.domain.errors import (
     NotFoundError,
     ValidationError,
 )
-from clinic_payments.domain.invoices import status_after, with_payment
+from clinic_payments.domain.invoices import with_payment
 from clinic_payments.domain.model import (
     Caller,
     Credit,
@@ -32,6 +32,7 @@ from clinic_payments.domain.ports import (
     Clock,
     CreditApplication,
     CreditChange,
+    InvoiceAmountChange,
     PaymentsRepository,
 )
 
@@ -123,15 +124,12 @@ class CreditService:
                 invoice_id=invoice.id,
             )
             write = CreditApplication(
-                invoice_id=invoice.id,
-                amount=wanted,
-                seen_amount_paid=invoice.amount_paid,
-                total=invoice.total,
-                new_status=status_after(invoice.total, invoice.amount_paid + wanted),
-                ref=InvoicePaymentRef(application_id, wanted, "credit", now),
+                invoice=InvoiceAmountChange.of(
+                    invoice, wanted, InvoicePaymentRef(application_id, wanted, "credit", now)
+                ),
                 credit=CreditChange(entry, credit, take(credit, plan_oldest_first(credit, wanted))),
             )
-            applied = with_payment(invoice, write.ref, write.new_status)
+            applied = with_payment(invoice, write.invoice.ref, write.invoice.new_status)
             recorded = answer(applied) if answer is not None else None
             # StaleWriteError: the invoice or the credit moved (a payment, a refund): read again
             written = self._repo.apply_credit(clinic_id, patient_id, write, recorded)

@@ -29,7 +29,6 @@ from clinic_payments.domain.errors import (
     ValidationError,
 )
 from clinic_payments.domain.ids import confirmation_number, new_id
-from clinic_payments.domain.invoices import status_after
 from clinic_payments.domain.model import (
     AccountStatus,
     Caller,
@@ -58,7 +57,7 @@ from clinic_payments.domain.ports import (
     Clock,
     CreditChange,
     EventMark,
-    InvoiceCredit,
+    InvoiceAmountChange,
     PatientReads,
     PaymentsRepository,
     ReceiptNotifier,
@@ -688,15 +687,10 @@ class PaymentService:
         invoices: dict[str, Invoice] = dict(reads.invoices)
         settlement = plan_settlement(to_apply, payment.allocations, invoices)
         credits = [
-            InvoiceCredit(
-                invoice_id=a.invoice_id,
-                amount=a.amount,
-                seen_amount_paid=invoices[a.invoice_id].amount_paid,
-                total=invoices[a.invoice_id].total,
-                new_status=status_after(
-                    invoices[a.invoice_id].total, invoices[a.invoice_id].amount_paid + a.amount
-                ),
-                ref=InvoicePaymentRef(payment.id, a.amount, payment.method.value, now),
+            InvoiceAmountChange.of(
+                invoices[a.invoice_id],
+                a.amount,
+                InvoicePaymentRef(payment.id, a.amount, payment.method.value, now),
             )
             for a in settlement.applied
         ]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol, TypeVar
 
+from clinic_payments.domain.invoices import status_after
 from clinic_payments.domain.model import (
     Actor,
     Allocation,
@@ -59,15 +60,36 @@ class ReservedRefundRef:
 
 
 @dataclass(frozen=True)
-class InvoiceCredit:
-    """One invoice's part of a settlement, with the amount_paid it was read at."""
+class InvoiceAmountChange:
+    """Money onto one invoice (`delta` > 0: a payment, credit applied, a failed refund given
+    back) or back off it (`delta` < 0: a refund), written only on the amount_paid it was read
+    at: never past its total, never on a void invoice."""
 
     invoice_id: str
-    amount: int
+    delta: int
     seen_amount_paid: int
     total: int  # the invoice's total: whether it is payable before and after the write
     new_status: InvoiceStatus
-    ref: InvoicePaymentRef
+    ref: InvoicePaymentRef  # the line in the invoice's payments (negative for a refund)
+    due_date: str | None = None  # for the open-invoices index, when it is payable again
+
+    @property
+    def amount(self) -> int:
+        """How much moves, either way."""
+        return abs(self.delta)
+
+    @classmethod
+    def of(cls, invoice: Invoice, delta: int, ref: InvoicePaymentRef) -> InvoiceAmountChange:
+        """`delta` onto (or off) the invoice as read."""
+        return cls(
+            invoice_id=invoice.id,
+            delta=delta,
+            seen_amount_paid=invoice.amount_paid,
+            total=invoice.total,
+            new_status=status_after(invoice.total, invoice.amount_paid + delta),
+            ref=ref,
+            due_date=invoice.due_date,
+        )
 
 
 @dataclass(frozen=True)
@@ -113,7 +135,7 @@ class EventMark:
 class SettlementWrite:
     payment: Payment  # with its final fields set (status succeeded, applied allocations...)
     previous_statuses: list[PaymentStatus]
-    invoices: list[InvoiceCredit]
+    invoices: list[InvoiceAmountChange]
     credit: CreditChange | None
     # A card saved while paying: its consent record, written with the settlement.
     card_consent: CardConsent | None = None
@@ -162,23 +184,10 @@ class PatientReads:
 
 
 @dataclass(frozen=True)
-class InvoiceDebit:
-    """What a refund takes back from one invoice, against the amount_paid it was read at."""
-
-    invoice_id: str
-    amount: int  # positive: amount_paid goes down by this
-    seen_amount_paid: int
-    total: int  # the invoice's total: whether it is payable before and after the write
-    new_status: InvoiceStatus
-    ref: InvoicePaymentRef  # a negative line in the invoice's payments
-    due_date: str | None  # the invoice is payable again: back in the open-invoices index
-
-
-@dataclass(frozen=True)
 class RefundWrite:
     payment: Payment  # as read (refunds so far)
     record: RefundRecord
-    invoices: list[InvoiceDebit]
+    invoices: list[InvoiceAmountChange]
     credit: CreditChange | None  # entry of type refund, amount negative
 
 
@@ -190,20 +199,15 @@ class RefundOutcomeWrite:
     payment: Payment  # as read
     index: int  # the refund's position in payment.refunds
     record: RefundRecord  # the refund as it is now (status, and what was given back)
-    invoices: list[InvoiceCredit]
+    invoices: list[InvoiceAmountChange]
     credit: CreditChange | None  # entry of type refund_failed, amount positive
 
 
 @dataclass(frozen=True)
 class CreditApplication:
-    """Credit moved to one invoice, against the amount_paid it was read at."""
+    """Credit moved to one invoice: the invoice's change and the credit's, together."""
 
-    invoice_id: str
-    amount: int
-    seen_amount_paid: int
-    total: int  # the invoice's total: whether it is payable before and after the write
-    new_status: InvoiceStatus
-    ref: InvoicePaymentRef
+    invoice: InvoiceAmountChange
     credit: CreditChange  # entry of type applied, amount negative
 
     @property
@@ -586,8 +590,7 @@ __all__ = [
     "DocumentRenderer",
     "EmailSender",
     "IdempotencyRecord",
-    "InvoiceCredit",
-    "InvoiceDebit",
+    "InvoiceAmountChange",
     "OutgoingEmail",
     "PaymentRequestLog",
     "PaymentRequestRecord",

@@ -42,7 +42,6 @@ from clinic_payments.domain.errors import (
     PaymentProviderUnavailableError,
 )
 from clinic_payments.domain.ids import new_id
-from clinic_payments.domain.invoices import status_after
 from clinic_payments.domain.model import (
     REFUND_FAILED_STATUSES,
     REFUND_RESERVED,
@@ -68,8 +67,7 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.ports import (
     Clock,
     CreditChange,
-    InvoiceCredit,
-    InvoiceDebit,
+    InvoiceAmountChange,
     PaymentsRepository,
     RefundOutcomeWrite,
     RefundWrite,
@@ -498,16 +496,10 @@ class RefundService:
         """The one transaction of a take-back, conditioned on everything the plan was made
         from: the payment's refunds, each invoice's amount_paid, the credit's version."""
         debits = [
-            InvoiceDebit(
-                invoice_id=a.invoice_id,
-                amount=a.amount,
-                seen_amount_paid=invoices[a.invoice_id].amount_paid,
-                total=invoices[a.invoice_id].total,
-                new_status=status_after(
-                    invoices[a.invoice_id].total, invoices[a.invoice_id].amount_paid - a.amount
-                ),
-                ref=InvoicePaymentRef(record.id, -a.amount, "refund", now),
-                due_date=invoices[a.invoice_id].due_date,
+            InvoiceAmountChange.of(
+                invoices[a.invoice_id],
+                -a.amount,
+                InvoicePaymentRef(record.id, -a.amount, "refund", now),
             )
             for a in plan.from_invoices
         ]
@@ -601,13 +593,10 @@ class RefundService:
         for a in give_back.to_invoices:
             invoice = invoices[a.invoice_id]
             credits.append(
-                InvoiceCredit(
-                    invoice_id=a.invoice_id,
-                    amount=a.amount,
-                    seen_amount_paid=invoice.amount_paid,
-                    total=invoice.total,
-                    new_status=status_after(invoice.total, invoice.amount_paid + a.amount),
-                    ref=InvoicePaymentRef(recorded.id, a.amount, "refund_failed", now),
+                InvoiceAmountChange.of(
+                    invoice,
+                    a.amount,
+                    InvoicePaymentRef(recorded.id, a.amount, "refund_failed", now),
                 )
             )
         change = None
