@@ -35,8 +35,8 @@ from clinic_payments.domain.errors import (
     ValidationError,
     WebhookSignatureError,
 )
-from clinic_payments.domain.invoices import NewInvoice, NewLine
-from clinic_payments.domain.invoicing import InvoiceService
+from clinic_payments.domain.invoices.rules import NewInvoice, NewLine
+from clinic_payments.domain.invoices.service import InvoiceService
 from clinic_payments.domain.model import (
     AccountStatus,
     Actor,
@@ -66,8 +66,8 @@ from clinic_payments.domain.model import (
     TaxRate,
     WebhookEvent,
 )
-from clinic_payments.domain.paying import PaymentService
-from clinic_payments.domain.payments import awaits_outcome, statuses_before
+from clinic_payments.domain.payments.service import PaymentService
+from clinic_payments.domain.payments.states import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import (
     ClinicSecrets,
     Clock,

@@ -17,7 +17,7 @@ from clinic_payments.domain.daily_audit import (
 )
 from clinic_payments.domain.ids import new_id
 from clinic_payments.domain.model import PaymentMethodType
-from clinic_payments.domain.payment_rules import PaymentRequest
+from clinic_payments.domain.payments.rules import PaymentRequest
 
 from tests.unit.fakes import CLINIC, OTHER_PATIENT, PATIENT, STAFF, World, make_world
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 from clinic_payments.domain.errors import ConflictError, ValidationError
-from clinic_payments.domain.invoices import (
+from clinic_payments.domain.invoices.rules import (
     MAX_LINES,
     NewInvoice,
     NewLine,

@@ -33,7 +33,7 @@ from clinic_payments.domain.paylinks import (
     read_pay_link,
     sign_pay_link,
 )
-from clinic_payments.domain.payment_rules import PaymentRequest
+from clinic_payments.domain.payments.rules import PaymentRequest
 from clinic_payments.domain.ports import (
     OutgoingEmail,
     PaymentRequestLog,

@@ -15,7 +15,7 @@ from clinic_payments.domain.model import (
     PaymentPurpose,
     Role,
 )
-from clinic_payments.domain.payment_rules import PaymentRequest, refusal
+from clinic_payments.domain.payments.rules import PaymentRequest, refusal
 
 CARD, CASH, CHECK = PaymentMethodType.CARD, PaymentMethodType.CASH, PaymentMethodType.CHECK
 TOPUP = PaymentPurpose.CREDIT_TOPUP

@@ -28,7 +28,7 @@ from clinic_payments.domain.errors import (
     ValidationError,
 )
 from clinic_payments.domain.ids import new_id
-from clinic_payments.domain.invoices import status_after
+from clinic_payments.domain.invoices.rules import status_after
 from clinic_payments.domain.model import (
     Allocation,
     Caller,
@@ -41,7 +41,7 @@ from clinic_payments.domain.model import (
     PaymentStatus,
 )
 from clinic_payments.domain.money import fee_for
-from clinic_payments.domain.payment_rules import ConsentGiven, PaymentRequest
+from clinic_payments.domain.payments.rules import ConsentGiven, PaymentRequest
 from clinic_payments.domain.ports import SettlementWrite, StripeObjectLink
 from clinic_payments.domain.refunding import RefundService
 from hypothesis import event, settings
@@ -705,8 +705,8 @@ class PaymentsMachine(RuleBasedStateMachine):
         self._id_patches = [
             mock.patch(f"{module}.new_id", sequential_id)
             for module in (
-                "clinic_payments.domain.invoices",
-                "clinic_payments.domain.paying",
+                "clinic_payments.domain.invoices.rules",
+                "clinic_payments.domain.payments.service",
                 "clinic_payments.domain.refunding",
                 __name__,
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from clinic_payments.domain.model import FINAL_STATUSES, PaymentStatus
-from clinic_payments.domain.payments import may_move, status_from_intent, statuses_before
+from clinic_payments.domain.payments.states import may_move, status_from_intent, statuses_before
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

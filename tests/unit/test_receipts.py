@@ -13,8 +13,8 @@ from clinic_payments.domain.documents import DocumentService
 from clinic_payments.domain.errors import EmailNotSentError
 from clinic_payments.domain.ids import new_id
 from clinic_payments.domain.model import Payment, PaymentMethodType, PaymentStatus
-from clinic_payments.domain.paying import PaymentService
-from clinic_payments.domain.payment_rules import PaymentRequest
+from clinic_payments.domain.payments.rules import PaymentRequest
+from clinic_payments.domain.payments.service import PaymentService
 from clinic_payments.domain.ports import (
     EmailSender,
     OutgoingEmail,

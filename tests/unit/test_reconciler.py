@@ -17,7 +17,7 @@ from clinic_payments.domain.model import (
     PaymentPurpose,
     PaymentStatus,
 )
-from clinic_payments.domain.payment_rules import PaymentRequest
+from clinic_payments.domain.payments.rules import PaymentRequest
 from clinic_payments.domain.reconciling import Reconciler
 
 from tests.unit.fakes import (

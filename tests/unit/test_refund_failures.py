@@ -22,7 +22,7 @@ from clinic_payments.domain.model import (
     RefundSnapshot,
     WebhookEvent,
 )
-from clinic_payments.domain.payment_rules import PaymentRequest
+from clinic_payments.domain.payments.rules import PaymentRequest
 from clinic_payments.domain.ports import RefundOutcomeWrite, StripeObjectLink
 from clinic_payments.domain.refunding import STRIPE_ACTOR, RefundService
 from clinic_payments.domain.webhooks import WebhookOutcome

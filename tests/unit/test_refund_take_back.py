@@ -32,7 +32,7 @@ from clinic_payments.domain.model import (
     PaymentPurpose,
     PaymentStatus,
 )
-from clinic_payments.domain.payment_rules import PaymentRequest
+from clinic_payments.domain.payments.rules import PaymentRequest
 from clinic_payments.domain.ports import CreditApplication, RefundWrite, StripeObjectLink
 from clinic_payments.domain.reconciling import Reconciler, ReconcileReport
 from clinic_payments.domain.refunding import RefundService

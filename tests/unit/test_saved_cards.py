@@ -24,7 +24,7 @@ from clinic_payments.domain.model import (
     Role,
     SetupIntentSnapshot,
 )
-from clinic_payments.domain.payment_rules import ConsentGiven, PaymentRequest
+from clinic_payments.domain.payments.rules import ConsentGiven, PaymentRequest
 from clinic_payments.domain.webhooks import WebhookOutcome
 
 from tests.unit.fakes import (

@@ -20,7 +20,7 @@ from clinic_payments.domain.model import (
     StripeKeys,
     WebhookEvent,
 )
-from clinic_payments.domain.payment_rules import PaymentRequest
+from clinic_payments.domain.payments.rules import PaymentRequest
 from clinic_payments.domain.ports import StripeObjectLink
 from clinic_payments.domain.webhooks import WebhookOutcome
 

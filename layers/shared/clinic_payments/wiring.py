@@ -34,9 +34,9 @@ if TYPE_CHECKING:
     from clinic_payments.domain.crediting import CreditService
     from clinic_payments.domain.daily_audit import DailyAudit
     from clinic_payments.domain.documents import DocumentService
-    from clinic_payments.domain.invoicing import InvoiceService
-    from clinic_payments.domain.paying import PaymentService
+    from clinic_payments.domain.invoices.service import InvoiceService
     from clinic_payments.domain.paylinks import PayLinkService
+    from clinic_payments.domain.payments.service import PaymentService
     from clinic_payments.domain.receipts import ReceiptMailer
     from clinic_payments.domain.reconciling import Reconciler
     from clinic_payments.domain.refunding import RefundService
@@ -155,7 +155,7 @@ class Container:
 
     @_built
     def invoices(self) -> InvoiceService:
-        from clinic_payments.domain.invoicing import InvoiceService
+        from clinic_payments.domain.invoices.service import InvoiceService
 
         return InvoiceService(self.repository, self.clock)
 
@@ -175,7 +175,7 @@ class Container:
 
     @_built
     def payments(self) -> PaymentService:
-        from clinic_payments.domain.paying import PaymentService
+        from clinic_payments.domain.payments.service import PaymentService
 
         return PaymentService(self.repository, self.stripe, self.clock, self.receipts)
 

@@ -38,7 +38,7 @@ from clinic_payments.domain.model import (
     StripeAccount,
     TaxRate,
 )
-from clinic_payments.domain.payments import awaits_outcome
+from clinic_payments.domain.payments.states import awaits_outcome
 
 Item = dict[str, Any]
 

@@ -40,7 +40,7 @@ from clinic_payments.domain.model import (
     PaymentStatus,
     StripeAccount,
 )
-from clinic_payments.domain.payments import awaits_outcome, statuses_before
+from clinic_payments.domain.payments.states import awaits_outcome, statuses_before
 from clinic_payments.domain.ports import (
     CONFIG_CACHE_SECONDS,
     CreditApplication,

@@ -16,7 +16,7 @@ from clinic_payments.domain.errors import (
     NotFoundError,
     ValidationError,
 )
-from clinic_payments.domain.invoices import with_payment
+from clinic_payments.domain.invoices.rules import with_payment
 from clinic_payments.domain.model import (
     Caller,
     Credit,

@@ -39,8 +39,8 @@ from clinic_payments.domain.model import (
     Role,
 )
 from clinic_payments.domain.money import format_money
-from clinic_payments.domain.paying import PaymentService
-from clinic_payments.domain.payment_rules import PaymentRequest
+from clinic_payments.domain.payments.rules import PaymentRequest
+from clinic_payments.domain.payments.service import PaymentService
 from clinic_payments.domain.ports import (
     Clock,
     EmailSender,

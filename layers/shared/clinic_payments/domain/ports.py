@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol, TypeVar
 
-from clinic_payments.domain.invoices import status_after
+from clinic_payments.domain.invoices.rules import status_after
 from clinic_payments.domain.model import (
     Actor,
     Allocation,

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 from clinic_payments.domain.errors import DomainError
 from clinic_payments.domain.model import Failure, PaymentMethodType, PaymentStatus
-from clinic_payments.domain.paying import PaymentService
+from clinic_payments.domain.payments.service import PaymentService
 from clinic_payments.domain.ports import (
     Clock,
     PaymentsRepository,

@@ -16,8 +16,8 @@ from clinic_payments.domain.model import (
     SavedCard,
     SetupIntentSnapshot,
 )
-from clinic_payments.domain.paying import PaymentService
-from clinic_payments.domain.payment_rules import ConsentGiven
+from clinic_payments.domain.payments.rules import ConsentGiven
+from clinic_payments.domain.payments.service import PaymentService
 from clinic_payments.domain.ports import Clock, PaymentsRepository, StripeGateways
 
 CARD_NOT_FOUND = "That saved card was not found for this patient."

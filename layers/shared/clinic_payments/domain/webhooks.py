@@ -18,7 +18,7 @@ from clinic_payments.domain.model import (
     RefundSnapshot,
     WebhookEvent,
 )
-from clinic_payments.domain.paying import PaymentService
+from clinic_payments.domain.payments.service import PaymentService
 from clinic_payments.domain.ports import (
     ClinicSecrets,
     EventMark,

@@ -28,7 +28,7 @@ from clinic_payments.api.presenters import activity_out, invoice_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
 from clinic_payments.api.routes.payments import payment_response
 from clinic_payments.domain.model import PaymentMethodType, PaymentPurpose
-from clinic_payments.domain.payment_rules import ConsentGiven, PaymentRequest
+from clinic_payments.domain.payments.rules import ConsentGiven, PaymentRequest
 from clinic_payments.wiring import container
 
 

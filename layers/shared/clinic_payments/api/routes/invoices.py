@@ -16,7 +16,7 @@ from clinic_payments.api.models import (
 )
 from clinic_payments.api.presenters import invoice_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
-from clinic_payments.domain.invoices import NewInvoice, NewLine
+from clinic_payments.domain.invoices.rules import NewInvoice, NewLine
 from clinic_payments.wiring import container
 
 

@@ -20,7 +20,7 @@ from clinic_payments.api.presenters import may_see_client_secret, payment_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
 from clinic_payments.domain.allocation import RequestedAllocation
 from clinic_payments.domain.model import Caller, Payer, Payment, PaymentMethodType
-from clinic_payments.domain.payment_rules import ConsentGiven, PaymentRequest
+from clinic_payments.domain.payments.rules import ConsentGiven, PaymentRequest
 from clinic_payments.wiring import container
 
 

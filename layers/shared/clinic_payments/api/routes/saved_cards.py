@@ -14,7 +14,7 @@ from clinic_payments.api.models import AddPaymentMethodRequest, CardSetupOut, Sa
 from clinic_payments.api.observability import logger
 from clinic_payments.api.presenters import saved_card_out
 from clinic_payments.api.routes._common import PATIENT, no_content, ok, responses
-from clinic_payments.domain.payment_rules import ConsentGiven
+from clinic_payments.domain.payments.rules import ConsentGiven
 from clinic_payments.wiring import container
 
 

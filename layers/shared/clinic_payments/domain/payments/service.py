@@ -50,8 +50,8 @@ from clinic_payments.domain.model import (
     StripeAccount,
 )
 from clinic_payments.domain.money import fee_for, format_amount, is_valid_amount, minimum_charge
-from clinic_payments.domain.payment_rules import ConsentGiven, PaymentRequest, refusal
-from clinic_payments.domain.payments import may_move, status_from_intent, statuses_before
+from clinic_payments.domain.payments.rules import ConsentGiven, PaymentRequest, refusal
+from clinic_payments.domain.payments.states import may_move, status_from_intent, statuses_before
 from clinic_payments.domain.ports import (
     Answering,
     Clock,

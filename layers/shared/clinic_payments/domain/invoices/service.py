@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from clinic_payments.domain.errors import NotFoundError, ValidationError
-from clinic_payments.domain.invoices import NewInvoice, build_invoice, ensure_voidable
+from clinic_payments.domain.invoices.rules import NewInvoice, build_invoice, ensure_voidable
 from clinic_payments.domain.model import Caller, ClinicSettings, Credit, Invoice, Page
 from clinic_payments.domain.ports import Clock, PatientSummary, PaymentsRepository
 
