@@ -59,7 +59,7 @@ def _request_hash(app: APIGatewayHttpResolver) -> str:
 def idempotent(resource_prefix: str) -> Middleware:
     def middleware(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
         from clinic_payments.api.http import error_response
-        from clinic_payments.wiring import container
+        from clinic_payments.api.services import repository
 
         key = app.current_event.headers.get(HEADER)
         if key is None:
@@ -77,7 +77,7 @@ def idempotent(resource_prefix: str) -> Middleware:
             scoped_to = f"{clinic_id}\n{caller.sub}"
         scope = hashlib.sha256(f"{scoped_to}\n{key}".encode()).hexdigest()
         request_hash = _request_hash(app)
-        repo = container().repository
+        repo = repository()  # a middleware: no Depends here
         record, owner = repo.begin_request(
             scope, request_hash, new_id(resource_prefix), LOCK_SECONDS
         )

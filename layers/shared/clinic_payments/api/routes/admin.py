@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
@@ -19,7 +20,8 @@ from clinic_payments.api.models import (
 )
 from clinic_payments.api.presenters import account_out, settings_out
 from clinic_payments.api.routes._common import CLINIC, ok, responses
-from clinic_payments.domain.administering import AccountUpdate
+from clinic_payments.api.services import admin
+from clinic_payments.domain.administering import AccountUpdate, AdminService
 from clinic_payments.domain.model import (
     AccountStatus,
     ClinicSettings,
@@ -28,7 +30,6 @@ from clinic_payments.domain.model import (
     TaxRate,
     default_fee_schedule,
 )
-from clinic_payments.wiring import container
 
 # Shown before a card is saved, and agreed to by version (the Procentive warning, in our words).
 CARD_ON_FILE_TERMS = (
@@ -48,8 +49,8 @@ def admin_router() -> APIGatewayHttpRouter:
         tags=["Clinic administration"],
         responses=responses(200, SettingsOut, 401, 403),
     )
-    def get_settings(clinic_id: str) -> Any:
-        return ok(settings_out(container().admin.settings(clinic_id)))
+    def get_settings(clinic_id: str, service: Annotated[AdminService, Depends(admin)]) -> Any:
+        return ok(settings_out(service.settings(clinic_id)))
 
     @router.put(
         f"{CLINIC}/settings",
@@ -57,8 +58,12 @@ def admin_router() -> APIGatewayHttpRouter:
         tags=["Clinic administration"],
         responses=responses(200, SettingsOut, 401, 403, 415, 422),
     )
-    def put_settings(clinic_id: str, request: Annotated[SettingsRequest, Body()]) -> Any:
-        current = container().admin.settings(clinic_id)
+    def put_settings(
+        clinic_id: str,
+        request: Annotated[SettingsRequest, Body()],
+        service: Annotated[AdminService, Depends(admin)],
+    ) -> Any:
+        current = service.settings(clinic_id)
         settings = ClinicSettings(
             clinic_id=clinic_id,
             clinic_name=request.clinic_name,
@@ -78,7 +83,7 @@ def admin_router() -> APIGatewayHttpRouter:
                 request.card_on_file_wording_version or current.card_on_file_wording_version
             ),
         )
-        return ok(settings_out(container().admin.put_settings(settings)))
+        return ok(settings_out(service.put_settings(settings)))
 
     @router.get(
         f"{CLINIC}/stripe-accounts",
@@ -86,8 +91,8 @@ def admin_router() -> APIGatewayHttpRouter:
         tags=["Clinic administration"],
         responses=responses(200, StripeAccountListOut, 401, 403),
     )
-    def list_accounts(clinic_id: str) -> Any:
-        items = [account_out(a) for a in container().admin.accounts(clinic_id)]
+    def list_accounts(clinic_id: str, service: Annotated[AdminService, Depends(admin)]) -> Any:
+        items = [account_out(a) for a in service.accounts(clinic_id)]
         return ok(StripeAccountListOut(items=items))
 
     @router.put(
@@ -98,9 +103,12 @@ def admin_router() -> APIGatewayHttpRouter:
         responses=responses(200, StripeAccountOut, 401, 403, 415, 422),
     )
     def put_account(
-        clinic_id: str, account_id: str, request: Annotated[StripeAccountRequest, Body()]
+        clinic_id: str,
+        account_id: str,
+        request: Annotated[StripeAccountRequest, Body()],
+        service: Annotated[AdminService, Depends(admin)],
     ) -> Any:
-        account = container().admin.put_account(
+        account = service.put_account(
             current_caller(router),
             clinic_id,
             account_id,
@@ -123,8 +131,8 @@ def admin_router() -> APIGatewayHttpRouter:
         tags=["Saved cards"],
         responses=responses(200, CardOnFileTermsOut, 401, 403),
     )
-    def card_on_file_terms(clinic_id: str) -> Any:
-        settings = container().admin.settings(clinic_id)
+    def card_on_file_terms(clinic_id: str, service: Annotated[AdminService, Depends(admin)]) -> Any:
+        settings = service.settings(clinic_id)
         text = CARD_ON_FILE_TERMS.format(clinic=settings.clinic_name or "the clinic")
         return ok(
             CardOnFileTermsOut(wording_version=settings.card_on_file_wording_version, text=text)

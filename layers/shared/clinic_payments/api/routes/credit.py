@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
@@ -27,9 +28,11 @@ from clinic_payments.api.models import (
 from clinic_payments.api.presenters import activity_out, invoice_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
 from clinic_payments.api.routes.payments import payment_response
-from clinic_payments.domain.model import PaymentMethodType, PaymentPurpose
+from clinic_payments.api.services import credit, payments
+from clinic_payments.domain.crediting import CreditService
+from clinic_payments.domain.model import Payment, PaymentMethodType, PaymentPurpose
 from clinic_payments.domain.payments.rules import ConsentGiven, PaymentRequest
-from clinic_payments.wiring import container
+from clinic_payments.domain.payments.service import PaymentService
 
 
 def credit_router() -> APIGatewayHttpRouter:
@@ -48,13 +51,15 @@ def credit_router() -> APIGatewayHttpRouter:
         currency: Annotated[str | None, Query(pattern="^[a-z]{3}$")] = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
+        *,
+        service: Annotated[CreditService, Depends(credit)],
     ) -> Any:
-        credit, page = container().credit.view(clinic_id, patient_id, currency, limit, cursor)
+        found, page = service.view(clinic_id, patient_id, currency, limit, cursor)
         return ok(
             CreditOut(
-                currency=str(credit.currency),
-                balance=credit.balance,
-                lots=[CreditLotOut(id=lot.id, amount=lot.amount, at=lot.at) for lot in credit.lots],
+                currency=str(found.currency),
+                balance=found.balance,
+                lots=[CreditLotOut(id=lot.id, amount=lot.amount, at=lot.at) for lot in found.lots],
                 activity=[activity_out(e) for e in page.items],
                 next_cursor=page.next_cursor,
             )
@@ -72,8 +77,9 @@ def credit_router() -> APIGatewayHttpRouter:
         patient_id: str,
         invoice_id: str,
         request: Annotated[ApplyCreditRequest, Body()],
+        service: Annotated[CreditService, Depends(credit)],
     ) -> Any:
-        invoice = container().credit.apply(
+        invoice = service.apply(
             current_caller(router),
             clinic_id,
             patient_id,
@@ -93,9 +99,12 @@ def credit_router() -> APIGatewayHttpRouter:
         responses=responses(201, ActivityOut, 400, 401, 403, 409, 422),
     )
     def adjust_credit(
-        clinic_id: str, patient_id: str, request: Annotated[AdjustmentRequest, Body()]
+        clinic_id: str,
+        patient_id: str,
+        request: Annotated[AdjustmentRequest, Body()],
+        service: Annotated[CreditService, Depends(credit)],
     ) -> Any:
-        entry = container().credit.adjust(
+        entry = service.adjust(
             current_caller(router),
             clinic_id,
             patient_id,
@@ -119,10 +128,19 @@ def topup_router() -> APIGatewayHttpRouter:
         summary="Add credit by card, charged to the clinic's primary Stripe account",
         responses=responses(201, PaymentOut, 400, 401, 402, 403, 404, 409, 415, 422, 503),
     )
-    def topup(clinic_id: str, patient_id: str, request: Annotated[TopupRequest, Body()]) -> Any:
+    def topup(
+        clinic_id: str,
+        patient_id: str,
+        request: Annotated[TopupRequest, Body()],
+        service: Annotated[PaymentService, Depends(payments)],
+    ) -> Any:
         caller = current_caller(router)
+
+        def render(payment: Payment) -> PaymentOut:
+            return payment_response(payment, caller)
+
         # A new card is saved automatically (the Jane article): so it needs consent.
-        payment = container().payments.create(
+        payment = service.create(
             caller,
             clinic_id,
             patient_id,
@@ -141,6 +159,8 @@ def topup_router() -> APIGatewayHttpRouter:
                 purpose=PaymentPurpose.CREDIT_TOPUP,
             ),
             resource_id(router),
+            fresh=resource_is_fresh(router),
+            answer=answering(router, 201, render),
         )
         return ok(payment_response(payment, caller), 201)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
@@ -13,8 +14,9 @@ from clinic_payments.api.errors import json_response
 from clinic_payments.api.models import ErrorOut, ReceiptOut
 from clinic_payments.api.presenters import receipt_out
 from clinic_payments.api.routes._common import PATIENT
+from clinic_payments.api.services import documents
+from clinic_payments.domain.documents import DocumentService
 from clinic_payments.domain.printable import PrintableDocument
-from clinic_payments.wiring import container
 
 PDF = "application/pdf"
 JSON = "application/json"
@@ -77,16 +79,17 @@ def document_reader() -> APIGatewayHttpRouter:
         patient_id: str,
         payment_id: str,
         output: Annotated[str | None, Query(alias="format", pattern="^(json|pdf)$")] = None,
+        *,
+        service: Annotated[DocumentService, Depends(documents)],
     ) -> Any:
-        documents = container().documents
-        receipt = documents.receipt(clinic_id, patient_id, payment_id)
+        receipt = service.receipt(clinic_id, patient_id, payment_id)
         wants_pdf = (
             output == "pdf"
             if output
             else prefers_pdf(router.current_event.headers.get("accept") or "")
         )
         if wants_pdf:
-            document, pdf = documents.receipt_pdf(receipt)
+            document, pdf = service.receipt_pdf(receipt)
             return pdf_response(document, pdf, vary=True)
         return json_response(
             200, receipt_out(receipt).model_dump(mode="json"), headers={"Vary": "Accept"}
@@ -99,8 +102,13 @@ def document_reader() -> APIGatewayHttpRouter:
         summary="The invoice as a PDF (lines, tax, payments, balance due)",
         responses=_pdf_responses(401, 403, 404),
     )
-    def get_invoice_pdf(clinic_id: str, patient_id: str, invoice_id: str) -> Any:
-        document, pdf = container().documents.invoice_pdf(clinic_id, patient_id, invoice_id)
+    def get_invoice_pdf(
+        clinic_id: str,
+        patient_id: str,
+        invoice_id: str,
+        service: Annotated[DocumentService, Depends(documents)],
+    ) -> Any:
+        document, pdf = service.invoice_pdf(clinic_id, patient_id, invoice_id)
         return pdf_response(document, pdf)
 
     return router

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
@@ -16,8 +17,9 @@ from clinic_payments.api.models import (
 )
 from clinic_payments.api.presenters import invoice_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
+from clinic_payments.api.services import invoices
 from clinic_payments.domain.invoices.rules import NewInvoice, NewLine
-from clinic_payments.wiring import container
+from clinic_payments.domain.invoices.service import InvoiceService
 
 
 def invoice_writer() -> APIGatewayHttpRouter:
@@ -31,7 +33,10 @@ def invoice_writer() -> APIGatewayHttpRouter:
         responses=responses(201, InvoiceOut, 401, 403, 404, 415, 422),
     )
     def create_invoice(
-        clinic_id: str, patient_id: str, request: Annotated[CreateInvoiceRequest, Body()]
+        clinic_id: str,
+        patient_id: str,
+        request: Annotated[CreateInvoiceRequest, Body()],
+        service: Annotated[InvoiceService, Depends(invoices)],
     ) -> Any:
         new = NewInvoice(
             lines=[
@@ -48,7 +53,7 @@ def invoice_writer() -> APIGatewayHttpRouter:
             due_date=request.due_date.isoformat() if request.due_date else None,
             memo=request.memo,
         )
-        invoice = container().invoices.create(current_caller(router), clinic_id, patient_id, new)
+        invoice = service.create(current_caller(router), clinic_id, patient_id, new)
         return ok(invoice_out(invoice), 201)
 
     @router.post(
@@ -58,8 +63,13 @@ def invoice_writer() -> APIGatewayHttpRouter:
         summary="Void an invoice with nothing paid on it (staff)",
         responses=responses(200, InvoiceOut, 401, 403, 404, 409),
     )
-    def void_invoice(clinic_id: str, patient_id: str, invoice_id: str) -> Any:
-        return ok(invoice_out(container().invoices.void(clinic_id, patient_id, invoice_id)))
+    def void_invoice(
+        clinic_id: str,
+        patient_id: str,
+        invoice_id: str,
+        service: Annotated[InvoiceService, Depends(invoices)],
+    ) -> Any:
+        return ok(invoice_out(service.void(clinic_id, patient_id, invoice_id)))
 
     return router
 
@@ -80,8 +90,10 @@ def invoice_reader() -> APIGatewayHttpRouter:
         status: Annotated[str, Query(pattern="^(open|paid|void|all)$")] = "all",
         limit: Annotated[int, Query(ge=1, le=100)] = 25,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
+        *,
+        service: Annotated[InvoiceService, Depends(invoices)],
     ) -> Any:
-        page, summary = container().invoices.list(clinic_id, patient_id, status, limit, cursor)
+        page, summary = service.list(clinic_id, patient_id, status, limit, cursor)
         return ok(
             InvoiceListOut(
                 items=[invoice_out(i) for i in page.items],
@@ -102,7 +114,12 @@ def invoice_reader() -> APIGatewayHttpRouter:
         summary="One invoice",
         responses=responses(200, InvoiceOut, 401, 403, 404),
     )
-    def get_invoice(clinic_id: str, patient_id: str, invoice_id: str) -> Any:
-        return ok(invoice_out(container().invoices.get(clinic_id, patient_id, invoice_id)))
+    def get_invoice(
+        clinic_id: str,
+        patient_id: str,
+        invoice_id: str,
+        service: Annotated[InvoiceService, Depends(invoices)],
+    ) -> Any:
+        return ok(invoice_out(service.get(clinic_id, patient_id, invoice_id)))
 
     return router

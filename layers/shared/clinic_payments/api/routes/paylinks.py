@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
@@ -28,9 +29,9 @@ from clinic_payments.api.presenters import (
 )
 from clinic_payments.api.routes._common import PATIENT, ok, responses
 from clinic_payments.api.routes.payments import publishable_key
+from clinic_payments.api.services import pay_links
 from clinic_payments.domain.errors import PaymentError
-from clinic_payments.domain.paylinks import PayLink
-from clinic_payments.wiring import container
+from clinic_payments.domain.paylinks import PayLink, PayLinkService
 
 
 def pay_link_access(app: APIGatewayHttpResolver, next_middleware: NextMiddleware) -> Response[Any]:
@@ -39,7 +40,7 @@ def pay_link_access(app: APIGatewayHttpResolver, next_middleware: NextMiddleware
     params = app.context.get("_route_args") or {}
     check_path_ids(params)
     token = params.get("token", "")
-    link = container().pay_links.verify(token)
+    link = pay_links().verify(token)  # a middleware: no Depends here
     logger.append_keys(clinic_id=link.clinic_id)
     app.append_context(caller=link.caller(), pay_link=link, idempotency_scope=f"pay-link\n{token}")
     return next_middleware(app)
@@ -67,8 +68,9 @@ def payment_request_writer() -> APIGatewayHttpRouter:
         patient_id: str,
         invoice_id: str,
         request: Annotated[PaymentRequestCreate, Body()],
+        service: Annotated[PayLinkService, Depends(pay_links)],
     ) -> Any:
-        record, url = container().pay_links.create_request(
+        record, url = service.create_request(
             current_caller(router),
             clinic_id,
             patient_id,
@@ -93,8 +95,8 @@ def pay_link_router() -> APIGatewayHttpRouter:
         summary="What a pay link asks for: clinic, invoice number, balance due (no login)",
         responses=responses(200, AmountOwedOut, 404, 409, 410),
     )
-    def view_pay_link(token: str) -> Any:
-        return ok(amount_owed_out(container().pay_links.owed(current_pay_link(router))))
+    def view_pay_link(token: str, service: Annotated[PayLinkService, Depends(pay_links)]) -> Any:
+        return ok(amount_owed_out(service.owed(current_pay_link(router))))
 
     @router.post(
         "/v1/pay/<token>/payments",
@@ -104,14 +106,16 @@ def pay_link_router() -> APIGatewayHttpRouter:
         responses=responses(201, PayLinkPaymentOut, 400, 404, 409, 410, 415, 422, 503),
     )
     def pay_with_link(
-        token: str, request: Annotated[PayLinkPaymentRequest | None, Body()] = None
+        token: str,
+        request: Annotated[PayLinkPaymentRequest | None, Body()] = None,
+        *,
+        service: Annotated[PayLinkService, Depends(pay_links)],
     ) -> Any:
         link = current_pay_link(router)
         payment_id = resource_id(router)
         logger.append_keys(payment_id=payment_id)
-        c = container()
         try:
-            payment = c.pay_links.pay(
+            payment = service.pay(
                 link, payment_id, request.receipt_email if request is not None else None
             )
         except PaymentError as exc:

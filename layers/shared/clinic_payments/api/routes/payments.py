@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
@@ -18,19 +19,19 @@ from clinic_payments.api.models import CreatePaymentRequest, PaymentOut, RefundR
 from clinic_payments.api.observability import count_payment, logger, metrics
 from clinic_payments.api.presenters import may_see_client_secret, payment_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
+from clinic_payments.api.services import payments, refunds, repository
 from clinic_payments.domain.allocation import RequestedAllocation
 from clinic_payments.domain.model import Caller, Payer, Payment, PaymentMethodType
 from clinic_payments.domain.payments.rules import ConsentGiven, PaymentRequest
-from clinic_payments.wiring import container
+from clinic_payments.domain.payments.service import PaymentService
+from clinic_payments.domain.refunding import RefundService
 
 
 def publishable_key(payment: Payment) -> str | None:
     """The publishable key of the account a payment is charged to (Stripe.js needs it)."""
     if payment.stripe_account_id is None:
         return None
-    account = container().repository.get_account(
-        payment.clinic_id, payment.stripe_account_id, cached=True
-    )
+    account = repository().get_account(payment.clinic_id, payment.stripe_account_id, cached=True)
     return account.publishable_key if account else None
 
 
@@ -52,7 +53,10 @@ def payment_writer() -> APIGatewayHttpRouter:
         responses=responses(201, PaymentOut, 400, 401, 402, 403, 404, 409, 415, 422, 503),
     )
     def create_payment(
-        clinic_id: str, patient_id: str, request: Annotated[CreatePaymentRequest, Body()]
+        clinic_id: str,
+        patient_id: str,
+        request: Annotated[CreatePaymentRequest, Body()],
+        service: Annotated[PaymentService, Depends(payments)],
     ) -> Any:
         caller = current_caller(router)
         payment_id = resource_id(router)
@@ -62,7 +66,7 @@ def payment_writer() -> APIGatewayHttpRouter:
             return payment_response(payment, caller)
 
         answer = answering(router, 201, render)
-        payment = container().payments.create(
+        payment = service.create(
             caller,
             clinic_id,
             patient_id,
@@ -113,10 +117,11 @@ def refund_router() -> APIGatewayHttpRouter:
         patient_id: str,
         payment_id: str,
         request: Annotated[RefundRequest, Body()],
+        service: Annotated[RefundService, Depends(refunds)],
     ) -> Any:
         caller = current_caller(router)
         logger.append_keys(clinic_id=clinic_id, payment_id=payment_id)
-        payment = container().refunds.refund(
+        payment = service.refund(
             caller,
             clinic_id,
             patient_id,
@@ -142,8 +147,13 @@ def payment_reader() -> APIGatewayHttpRouter:
         summary="One payment",
         responses=responses(200, PaymentOut, 401, 403, 404),
     )
-    def get_payment(clinic_id: str, patient_id: str, payment_id: str) -> Any:
-        payment = container().payments.get(clinic_id, patient_id, payment_id)
+    def get_payment(
+        clinic_id: str,
+        patient_id: str,
+        payment_id: str,
+        service: Annotated[PaymentService, Depends(payments)],
+    ) -> Any:
+        payment = service.get(clinic_id, patient_id, payment_id)
         caller = current_caller(router)
         return ok(payment_response(payment, caller))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.depends import Depends
 from aws_lambda_powertools.event_handler.openapi.params import Body
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
@@ -14,8 +15,10 @@ from clinic_payments.api.models import AddPaymentMethodRequest, CardSetupOut, Sa
 from clinic_payments.api.observability import logger
 from clinic_payments.api.presenters import saved_card_out
 from clinic_payments.api.routes._common import PATIENT, no_content, ok, responses
+from clinic_payments.api.services import repository, saved_cards
 from clinic_payments.domain.payments.rules import ConsentGiven
-from clinic_payments.wiring import container
+from clinic_payments.domain.ports import PaymentsRepository
+from clinic_payments.domain.saved_cards import SavedCardService
 
 
 def saved_cards_router() -> APIGatewayHttpRouter:
@@ -28,8 +31,12 @@ def saved_cards_router() -> APIGatewayHttpRouter:
         summary="The patient's saved cards, each with the consent on file",
         responses=responses(200, SavedCardListOut, 401, 403, 404, 503),
     )
-    def list_payment_methods(clinic_id: str, patient_id: str) -> Any:
-        cards = container().saved_cards.list(clinic_id, patient_id)
+    def list_payment_methods(
+        clinic_id: str,
+        patient_id: str,
+        service: Annotated[SavedCardService, Depends(saved_cards)],
+    ) -> Any:
+        cards = service.list(clinic_id, patient_id)
         return ok(SavedCardListOut(items=[saved_card_out(c) for c in cards]))
 
     @router.post(
@@ -41,7 +48,11 @@ def saved_cards_router() -> APIGatewayHttpRouter:
         responses=responses(201, CardSetupOut, 400, 401, 403, 404, 409, 415, 422, 503),
     )
     def add_payment_method(
-        clinic_id: str, patient_id: str, request: Annotated[AddPaymentMethodRequest, Body()]
+        clinic_id: str,
+        patient_id: str,
+        request: Annotated[AddPaymentMethodRequest, Body()],
+        service: Annotated[SavedCardService, Depends(saved_cards)],
+        accounts: Annotated[PaymentsRepository, Depends(repository)],
     ) -> Any:
         setup_id = resource_id(router)
         logger.append_keys(clinic_id=clinic_id, setup_id=setup_id)
@@ -50,11 +61,10 @@ def saved_cards_router() -> APIGatewayHttpRouter:
             if request.consent
             else None
         )
-        c = container()
-        setup, intent = c.saved_cards.start_setup(
+        setup, intent = service.start_setup(
             current_caller(router), clinic_id, patient_id, given, setup_id
         )
-        account = c.repository.get_account(clinic_id, setup.account_id)
+        account = accounts.get_account(clinic_id, setup.account_id, cached=True)
         return ok(
             CardSetupOut(
                 setup_intent_id=intent.id,
@@ -71,8 +81,13 @@ def saved_cards_router() -> APIGatewayHttpRouter:
         summary="Remove a saved card: detached at Stripe, its consent forgotten",
         responses=no_content(401, 403, 404, 422, 503),
     )
-    def remove_payment_method(clinic_id: str, patient_id: str, pm_id: str) -> Any:
-        container().saved_cards.remove(clinic_id, patient_id, pm_id)
+    def remove_payment_method(
+        clinic_id: str,
+        patient_id: str,
+        pm_id: str,
+        service: Annotated[SavedCardService, Depends(saved_cards)],
+    ) -> Any:
+        service.remove(clinic_id, patient_id, pm_id)
         return Response(status_code=204, content_type=None, body=None)
 
     return router
