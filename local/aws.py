@@ -324,9 +324,41 @@ def _put_back(table: Any, hash_key: Any, range_key: Any, before: Any) -> None:
         table.items[hash_key][range_key] = before
 
 
+def _query_without_sorting_the_table() -> None:
+    """moto answers every Query by listing all the table's items sorted by key (`all_items`),
+    then keeping those of the partition (or of the index) and sorting them again: each Query
+    costs the whole table's sort, and a long run slows down with every item written. Here a
+    Query of the table lists its partition's items only, and a Query of an index lists all
+    items unsorted; moto sorts, filters and pages what it keeps exactly as before."""
+    if getattr(Table, "_local_partition_query", False):
+        return
+    whole = Table.query
+
+    def query(self: Table, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        index_name = kwargs.get("index_name", args[6] if len(args) > 6 else None)
+
+        def candidates() -> list[Any]:
+            if index_name is None and hash_key is not None and self.range_key_attr:
+                return list(self.items.get(hash_key, {}).values())
+            found: list[Any] = []
+            for hash_set in self.items.values():
+                found.extend(hash_set.values() if self.range_key_attr else [hash_set])
+            return found
+
+        self.all_items = candidates  # type: ignore[method-assign]
+        try:
+            return whole(self, hash_key, *args, **kwargs)
+        finally:
+            del self.all_items
+
+    Table.query = query  # type: ignore[method-assign]
+    Table._local_partition_query = True  # type: ignore[attr-defined]
+
+
 def start_moto(port: int | None = None) -> MotoHandle:
     _stop_tracking_model_instances()
     _roll_back_transactions_item_by_item()
+    _query_without_sorting_the_table()
     port = port or free_port()
     # moto's werkzeug logs every request line; the local stack has its own access log.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
