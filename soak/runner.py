@@ -26,7 +26,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,7 +130,7 @@ class Soak:
         target: Target,
         *,
         seed: int,
-        audit: Callable[[bool], list[str]],
+        audit: Callable[[bool, Sequence[str]], list[str]],
         reconcile: Callable[[], None],
         patients: int = 4,
         audit_every: int = 100,
@@ -208,7 +208,7 @@ class Soak:
         """The ledger audit as it goes; against Stripe too at the end, once webhooks in flight
         have arrived (mid-run, a payment Stripe captured a second ago is not settled yet)."""
         self.report.audits += 1
-        for difference in self._audit(with_stripe):
+        for difference in self._audit(with_stripe, [p.id for p in self._patients]):
             self._violation(f"audit at {when}: {difference}")
 
     def _violation(self, text: str) -> None:
