@@ -49,6 +49,16 @@ def paid(clinic: HttpClinic, driver: StripeDriver, patient: str, invoice_id: str
     return wait_paid(clinic, patient, invoice_id, timeout=driver.webhook_timeout)
 
 
+def with_card_details(clinic: HttpClinic, patient: str, payment_id: str) -> Any:
+    """The payment once its card's brand and last four are known: they come with
+    charge.succeeded, an event of its own that the relay may deliver after the one that
+    settled the payment."""
+    return poll(
+        lambda: clinic.payment(patient, payment_id),
+        lambda p: bool((p.get("payment_method") or {}).get("last4")),
+    )
+
+
 def card_paid(clinic: HttpClinic, driver: StripeDriver, patient: str) -> tuple[Any, Any]:
     """A taxed session invoiced, paid in the portal with the Visa test card, settled."""
     invoice, payment = start_card_payment(clinic, patient)
@@ -163,7 +173,7 @@ def test_portal_card_payment_is_settled_by_the_signed_webhook(
         (payment["id"], SESSION_TOTAL, "card")
     ], settled_invoice
 
-    settled = clinic.payment(patient, payment["id"])
+    settled = with_card_details(clinic, patient, payment["id"])
     assert settled["status"] == "succeeded", settled
     assert settled["confirmation_number"], settled
     assert settled["payment_method"]["last4"] == VISA.last4, settled
@@ -215,7 +225,7 @@ def test_declined_card_keeps_invoice_open_records_failure_and_retry_settles(
     assert confirmed["status"] == "succeeded", confirmed
     paid(clinic, driver, patient, invoice["id"])
     assert_settled_once(clinic, patient, invoice["id"], payment["id"], SESSION_TOTAL)
-    settled = clinic.payment(patient, payment["id"])
+    settled = with_card_details(clinic, patient, payment["id"])
     assert settled["failure"] is None, settled
     assert settled["payment_method"]["last4"] == VISA.last4, settled
     assert settled["confirmation_number"], settled
@@ -250,7 +260,7 @@ def test_three_d_secure_card_settles_after_authentication(
 
     paid(clinic, driver, patient, invoice["id"])
     assert_settled_once(clinic, patient, invoice["id"], payment["id"], SESSION_TOTAL)
-    settled = clinic.payment(patient, payment["id"])
+    settled = with_card_details(clinic, patient, payment["id"])
     assert settled["confirmation_number"], settled
     assert settled["payment_method"]["last4"] == THREE_D_SECURE.last4, settled
     assert_money_invariant(stack.moto_url, stack.table_name, clinic.clinic_id, patient)
