@@ -12,8 +12,9 @@ Used by `make audit` (against the table, and Stripe) and by the tests after ever
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from clinic_payments.domain.credit_lots import lot_problems
@@ -227,11 +228,38 @@ def audit_summary(
 class Auditor:
     """A patient's account recomputed from the table, and checked against Stripe's records."""
 
-    def __init__(self, repository: PaymentsRepository, stripe: StripeGateways | None) -> None:
+    def __init__(
+        self,
+        repository: PaymentsRepository,
+        stripe: StripeGateways | None,
+        *,
+        rereads: int = 2,
+        pause: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._repo = repository
         self._stripe = stripe
+        self._rereads = rereads
+        self._pause = pause
 
     def audit_patient(self, clinic_id: str, patient_id: str) -> list[Difference]:
+        """The account's differences that hold on every read.
+
+        The account is read in several requests (payments, invoices, credit, ledger, summary),
+        so a payment settling between two of them shows a difference that is not there: the
+        payment read before its settlement, its ledger entry after. An account that shows
+        differences is read again after a pause, and only the subjects found on every read are
+        reported, as the last read shows them. A live system is audited without stopping it.
+        """
+        found = self._audit_once(clinic_id, patient_id)
+        for attempt in range(self._rereads):
+            if not found:
+                break
+            self._pause(0.5 * (attempt + 1))
+            seen = {d.subject for d in found}
+            found = [d for d in self._audit_once(clinic_id, patient_id) if d.subject in seen]
+        return found
+
+    def _audit_once(self, clinic_id: str, patient_id: str) -> list[Difference]:
         payments = self._repo.all_payments(clinic_id, patient_id)
         invoices = self._repo.all_invoices(clinic_id, patient_id)
         credits = self._repo.list_credits(clinic_id, patient_id)
