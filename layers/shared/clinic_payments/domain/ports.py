@@ -226,9 +226,11 @@ class IdempotencyRecord:
     fresh: bool = False
 
 
-class PaymentsRepository(Protocol):
-    # clinic configuration. `cached`: a copy up to CONFIG_CACHE_SECONDS old will do (the
-    # money paths); without it, what the table holds now (administration).
+class ClinicConfigStore(Protocol):
+    """A clinic's settings and its Stripe accounts. `cached`: a copy up to
+    CONFIG_CACHE_SECONDS old will do (the money paths); without it, what the table holds now
+    (administration)."""
+
     def get_settings(self, clinic_id: str, *, cached: bool = False) -> ClinicSettings | None: ...
     def put_settings(self, settings: ClinicSettings) -> None: ...
     def get_account(
@@ -237,7 +239,11 @@ class PaymentsRepository(Protocol):
     def list_accounts(self, clinic_id: str, *, cached: bool = False) -> list[StripeAccount]: ...
     def put_account(self, account: StripeAccount) -> None: ...
 
-    # invoices
+
+class InvoiceStore(Protocol):
+    """A patient's invoices, numbered per clinic, and the summary kept beside them (what is
+    outstanding, which invoices are open, the credit per currency)."""
+
     def next_invoice_number(self, clinic_id: str) -> int: ...
     def put_new_invoice(self, invoice: Invoice) -> None: ...
     def get_invoice(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice | None: ...
@@ -266,7 +272,12 @@ class PaymentsRepository(Protocol):
 
     def void_invoice(self, invoice: Invoice, at: str) -> None: ...
 
-    # payments
+
+class PaymentStore(Protocol):
+    """Payments and what moves with them: their Stripe links, settlement (invoices, credit
+    and the marks of the request or event that settled them, in one transaction), refunds,
+    disputes, and the reconciler's index of payments still waiting for Stripe."""
+
     def put_new_payment(self, payment: Payment) -> bool: ...
     def get_payment(self, clinic_id: str, patient_id: str, payment_id: str) -> Payment | None: ...
     def attach_intent(self, payment: Payment, link: StripeObjectLink) -> None: ...
@@ -344,7 +355,13 @@ class PaymentsRepository(Protocol):
         """Drop a payment from the reconciler's pending index (abandoned by the payer)."""
         ...
 
-    # credit
+    def all_payments(self, clinic_id: str, patient_id: str) -> list[Payment]: ...
+
+
+class CreditLedger(Protocol):
+    """A patient's account credit per currency (balance and lots) and its append-only
+    ledger; every movement is one conditional transaction with its entry."""
+
     def get_credit(self, clinic_id: str, patient_id: str, currency: str) -> Credit:
         """The patient's credit in one currency (credit is never a sum of two currencies)."""
         ...
@@ -380,15 +397,16 @@ class PaymentsRepository(Protocol):
         read; idempotent by entry id (a repeat returns the entry first recorded)."""
         ...
 
-    def all_payments(self, clinic_id: str, patient_id: str) -> list[Payment]: ...
 
-    # stripe customers
+class CustomerStore(Protocol):
+    """A patient's Stripe customer per account, and the consent records of saved cards
+    (which cards exist is Stripe's to say)."""
+
     def get_customer_id(self, clinic_id: str, patient_id: str, account_id: str) -> str | None: ...
     def put_customer_id(
         self, clinic_id: str, patient_id: str, account_id: str, customer_id: str
     ) -> str: ...
 
-    # saved cards: consent records (which cards exist is Stripe's to say)
     def put_card_setup(self, setup: CardSetup) -> bool:
         """Record a card setup unless one with its id exists: True when this call wrote it."""
         ...
@@ -406,11 +424,18 @@ class PaymentsRepository(Protocol):
         self, clinic_id: str, patient_id: str, payment_method_id: str
     ) -> None: ...
 
-    # webhook events
+
+class WebhookEventLog(Protocol):
+    """Which Stripe events were processed, per account (a settlement marks its event in its
+    own transaction; this is for events that move no money)."""
+
     def event_processed(self, account_key: str, event_id: str) -> bool: ...
     def mark_event_processed(self, account_key: str, event_id: str, event_type: str) -> None: ...
 
-    # idempotency of money requests
+
+class IdempotencyStore(Protocol):
+    """The Idempotency-Key records of money requests: a claim with a lock, and the answer."""
+
     def begin_request(
         self, scope: str, request_hash: str, resource_id: str, lock_seconds: int
     ) -> tuple[IdempotencyRecord, bool]:
@@ -420,6 +445,21 @@ class PaymentsRepository(Protocol):
 
     def complete_request(self, scope: str, status_code: int, body: str) -> None: ...
     def release_request(self, scope: str) -> None: ...
+
+
+class PaymentsRepository(
+    ClinicConfigStore,
+    InvoiceStore,
+    PaymentStore,
+    CreditLedger,
+    CustomerStore,
+    WebhookEventLog,
+    IdempotencyStore,
+    Protocol,
+):
+    """Every aggregate's store over the one table: for the services whose work spans them
+    (a payment reads the invoices and credit it settles). A service that needs one aggregate
+    takes that aggregate's port."""
 
 
 class StripeGateway(Protocol):
