@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
+from tests.conftest import Api
+from tests.integration.test_documents import mailbox, receipt
 from tests.integration.test_payments import portal_pays, start_card_payment
+from tests.support.mailbox import body_text, sent_emails
 
 pytestmark = pytest.mark.integration
 
@@ -149,3 +153,97 @@ def test_a_failure_while_processing_answers_5xx_and_the_retry_settles(clinic, mo
     assert clinic.signed_webhook(event) == (200, {"received": True})
     assert clinic.invoice("pat_a", invoice["id"])["status"] == "paid"
     clinic.check_invariant("pat_a")
+
+
+# -- charge.succeeded before payment_intent.succeeded ---------------------------------------------
+# Stripe does not guarantee the order of a payment's two events. The card as charged (brand,
+# last four) comes only with charge.succeeded's payment_method_details; it is kept apart from
+# what a settlement writes (card_details), so whichever event comes first, the payment and its
+# receipt show the card, and the money is counted once.
+
+
+def confirmed_in_the_portal(clinic: Api, to: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A portal card payment of one invoice (with a receipt email), confirmed with Stripe: the
+    invoice and the payment, before Stripe has told us anything."""
+    invoice = clinic.create_invoice("pat_a", 4200)
+    payment = start_card_payment(clinic, "pat_a", invoice["id"], receipt_email=to)
+    code, intent = portal_pays(clinic, payment)
+    assert (code, intent["status"]) == (200, "succeeded"), intent
+    return invoice, payment
+
+
+def card_of(charge_event: dict[str, Any]) -> dict[str, Any]:
+    """The card as a charge.succeeded event describes it, as a Payment shows it."""
+    charge = charge_event["data"]["object"]
+    card = charge["payment_method_details"]["card"]
+    assert card["brand"], charge
+    assert card["last4"], charge
+    return {"id": charge["payment_method"], "brand": card["brand"], "last4": card["last4"]}
+
+
+def assert_settled_once(
+    clinic: Api, invoice: dict[str, Any], payment: dict[str, Any], card: dict[str, Any], to: str
+) -> None:
+    """Succeeded with the charge's card, on the payment, its receipt and its one receipt email;
+    the invoice paid by this payment once, no credit from a second count; the invariant holds."""
+    settled = clinic.payment("pat_a", payment["id"])
+    assert settled["status"] == "succeeded"
+    assert settled["payment_method"] == card
+    paid = clinic.invoice("pat_a", invoice["id"])
+    assert (paid["status"], paid["amount_paid"], paid["balance_due"]) == ("paid", 4200, 0)
+    assert [(p["payment_id"], p["amount"]) for p in paid["payments"]] == [(payment["id"], 4200)]
+    status, body = receipt(clinic, payment["id"])
+    assert status == 200, body
+    assert body["card"] == {"brand": card["brand"], "last4": card["last4"]}
+    assert (body["amount"], body["credit_added"], body["credit_balance"]) == (4200, 0, 0)
+    [message] = sent_emails(clinic.stack.moto_url, to)
+    assert settled["confirmation_number"] in message["Subject"]
+    assert f"{card['brand'].title()} ending {card['last4']}" in body_text(message)
+    clinic.check_invariant("pat_a")
+
+
+def test_charge_succeeded_before_payment_intent_succeeded_keeps_the_card_and_settles_once(
+    clinic: Api,
+) -> None:
+    to = mailbox()
+    invoice, payment = confirmed_in_the_portal(clinic, to)
+    intent = clinic.intent(payment["client_secret"].split("_secret_")[0])
+    charged = clinic.charge_event(intent)
+    card = card_of(charged)
+
+    assert clinic.signed_webhook(charged) == (200, {"received": True})
+
+    # The card is on the payment already; nothing is settled or counted yet.
+    early = clinic.payment("pat_a", payment["id"])
+    assert early["status"] == "requires_payment_method"  # until Stripe says it succeeded
+    assert early["payment_method"] == card
+    assert clinic.invoice("pat_a", invoice["id"])["amount_paid"] == 0
+    assert receipt(clinic, payment["id"])[0] == 409
+    assert sent_emails(clinic.stack.moto_url, to) == []
+
+    assert clinic.signed_webhook(clinic.intent_event(intent)) == (200, {"received": True})
+
+    assert_settled_once(clinic, invoice, payment, card, to)
+
+
+def test_charge_succeeded_delivered_again_before_and_after_settlement_changes_nothing(
+    clinic: Api,
+) -> None:
+    to = mailbox()
+    invoice, payment = confirmed_in_the_portal(clinic, to)
+    intent = clinic.intent(payment["client_secret"].split("_secret_")[0])
+    charged = clinic.charge_event(intent)
+    card = card_of(charged)
+    succeeded = clinic.intent_event(intent)
+
+    # Stripe delivers an event again when it is not sure we had it: before the settlement...
+    assert clinic.signed_webhook(charged) == (200, {"received": True})
+    assert clinic.signed_webhook(charged) == (200, {"received": True})
+    assert clinic.signed_webhook(succeeded) == (200, {"received": True})
+    # ... and after it: the same charge.succeeded, another event of the same charge, and the
+    # payment_intent.succeeded again.
+    assert clinic.signed_webhook(charged) == (200, {"received": True})
+    assert clinic.signed_webhook(clinic.charge_event(intent)) == (200, {"received": True})
+    assert clinic.signed_webhook(succeeded) == (200, {"received": True})
+
+    assert_settled_once(clinic, invoice, payment, card, to)
