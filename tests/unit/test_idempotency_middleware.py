@@ -28,7 +28,7 @@ from clinic_payments.api.errors import json_response
 from clinic_payments.api.http import build_resolver
 from clinic_payments.api.idempotency import answering, idempotent, resource_id
 from clinic_payments.api.routes import payments as payment_routes
-from clinic_payments.domain.errors import ServiceUnavailableError
+from clinic_payments.domain.errors import ConflictError, ServiceUnavailableError
 from clinic_payments.domain.model import PaymentStatus, Role
 from clinic_payments.domain.ports import IdempotencyRecord, RequestAnswer
 from pydantic import BaseModel
@@ -301,6 +301,33 @@ def test_a_response_that_differs_from_the_recorded_answer_is_what_a_replay_retur
     assert again.replayed
     assert store.writes == 1  # the replay ran nothing
     assert api.requests.completed == [(first.status, first.body)]
+
+
+def refused_after_the_write(thing: Thing) -> Response[Any]:
+    raise ConflictError(f"refused after {thing.id} was written")
+
+
+def test_a_refusal_after_the_recorded_answer_answers_what_was_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The write committed with its 201, then the route raised a 4xx: the first caller gets the
+    recorded 201 (the money moved), the 4xx is never written over it, and a replay agrees."""
+    world = make_world()
+    store = ThingStore(world.repo)
+    api = on_the_fakes(monkeypatch, thing_router(store, refused_after_the_write), world=world)
+
+    first = api.post(THINGS, {"label": "x"}, "key-r")
+
+    [thing] = store.things.values()
+    assert (first.status, first.body) == (201, thing_out(thing).model_dump_json())
+    assert api.requests.completed == []
+    assert api.stored_answers() == [(True, 201, first.body)]
+
+    again = api.post(THINGS, {"label": "x"}, "key-r")
+
+    assert (again.status, again.body) == (201, first.body)
+    assert again.replayed
+    assert store.writes == 1
 
 
 # -- (c) the request fails after its answer was recorded -----------------------------------------

@@ -107,6 +107,12 @@ def idempotent(resource_prefix: str) -> Middleware:
         except Exception:
             repo.release_request(scope)
             raise
+        if answered.committed is not None and 400 <= response.status_code < 500:
+            # The request's last write moved the money and recorded its answer; a refusal
+            # after that cannot undo it. The caller gets what a replay of the key gets, never
+            # an error that reads as "nothing happened" (and invites paying again).
+            status_code, recorded = answered.committed
+            return Response(status_code=status_code, content_type="application/json", body=recorded)
         if response.status_code >= 500:
             repo.release_request(scope)
         else:
