@@ -12,7 +12,7 @@ from clinic_payments.domain.model import (
     StripeAccount,
     StripeKeys,
 )
-from clinic_payments.domain.ports import ClinicSecrets, Clock, PaymentsRepository
+from clinic_payments.domain.ports import ClinicConfigStore, ClinicSecrets, Clock
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def _last4(value: str) -> str:
 
 
 class AdminService:
-    def __init__(self, repository: PaymentsRepository, secrets: ClinicSecrets, clock: Clock):
+    def __init__(self, repository: ClinicConfigStore, secrets: ClinicSecrets, clock: Clock):
         self._repo = repository
         self._secrets = secrets
         self._clock = clock

@@ -16,6 +16,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from clinic_payments.domain.credit_lots import lot_problems
 from clinic_payments.domain.model import (
@@ -27,7 +28,13 @@ from clinic_payments.domain.model import (
     PaymentMethodType,
     PaymentStatus,
 )
-from clinic_payments.domain.ports import PatientSummary, PaymentsRepository, StripeGateways
+from clinic_payments.domain.ports import (
+    CreditLedger,
+    InvoiceStore,
+    PatientSummary,
+    PaymentStore,
+    StripeGateways,
+)
 
 
 @dataclass(frozen=True)
@@ -225,12 +232,16 @@ def audit_summary(
     return found
 
 
+class AuditReads(InvoiceStore, PaymentStore, CreditLedger, Protocol):
+    """What the audit reads: a patient's invoices, payments, credit and ledger."""
+
+
 class Auditor:
     """A patient's account recomputed from the table, and checked against Stripe's records."""
 
     def __init__(
         self,
-        repository: PaymentsRepository,
+        repository: AuditReads,
         stripe: StripeGateways | None,
         *,
         rereads: int = 2,

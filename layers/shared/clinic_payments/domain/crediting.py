@@ -8,6 +8,8 @@ sum of its entries and never spent twice. Spending takes the oldest lots first.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from clinic_payments.domain.contention import until_written
 from clinic_payments.domain.credit_lots import add_to_lot, plan_oldest_first, take
 from clinic_payments.domain.errors import (
@@ -29,16 +31,24 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.money import MAX_AMOUNT
 from clinic_payments.domain.ports import (
     Answering,
+    ClinicConfigStore,
     Clock,
     CreditApplication,
     CreditChange,
+    CreditLedger,
     InvoiceAmountChange,
-    PaymentsRepository,
+    InvoiceStore,
+    PaymentStore,
 )
 
 
+class CreditStores(CreditLedger, InvoiceStore, PaymentStore, ClinicConfigStore, Protocol):
+    """What moving credit touches: the ledger, the invoice it pays, the patient's reads, and
+    the clinic's settings."""
+
+
 class CreditService:
-    def __init__(self, repository: PaymentsRepository, clock: Clock) -> None:
+    def __init__(self, repository: CreditStores, clock: Clock) -> None:
         self._repo = repository
         self._clock = clock
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from clinic_payments.domain.errors import NotFoundError, PaymentNotSucceededError
 from clinic_payments.domain.ids import confirmation_number
@@ -28,9 +29,11 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.money import format_amount, format_money
 from clinic_payments.domain.ports import (
     Attachment,
+    ClinicConfigStore,
     DocumentRenderer,
+    InvoiceStore,
     OutgoingEmail,
-    PaymentsRepository,
+    PaymentStore,
 )
 from clinic_payments.domain.printable import (
     Align,
@@ -278,8 +281,12 @@ def invoice_document(invoice: Invoice, settings: ClinicSettings) -> PrintableDoc
 # -- the service ------------------------------------------------------------------------------
 
 
+class DocumentReads(InvoiceStore, PaymentStore, ClinicConfigStore, Protocol):
+    """What documents read: invoices, payments (with their credit), the clinic's settings."""
+
+
 class DocumentService:
-    def __init__(self, repository: PaymentsRepository, renderer: DocumentRenderer) -> None:
+    def __init__(self, repository: DocumentReads, renderer: DocumentRenderer) -> None:
         self._repo = repository
         self._renderer = renderer
 

@@ -20,7 +20,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from clinic_payments.domain.allocation import RequestedAllocation
 from clinic_payments.domain.errors import (
@@ -42,12 +42,14 @@ from clinic_payments.domain.money import format_money
 from clinic_payments.domain.payments.rules import PaymentRequest
 from clinic_payments.domain.payments.service import PaymentService
 from clinic_payments.domain.ports import (
+    ClinicConfigStore,
     Clock,
     EmailSender,
+    InvoiceStore,
     OutgoingEmail,
     PaymentRequestLog,
     PaymentRequestRecord,
-    PaymentsRepository,
+    PaymentStore,
     SigningKey,
 )
 from clinic_payments.domain.timeutil import from_iso, to_iso
@@ -173,10 +175,14 @@ def pay_request_email(
     )
 
 
+class PayLinkReads(InvoiceStore, PaymentStore, ClinicConfigStore, Protocol):
+    """What a pay link reads: the invoice, its payment, the clinic's settings."""
+
+
 class PayLinkService:
     def __init__(
         self,
-        repository: PaymentsRepository,
+        repository: PayLinkReads,
         requests: PaymentRequestLog,
         payments: PaymentService,
         key: SigningKey,

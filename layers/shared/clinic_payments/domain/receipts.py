@@ -33,7 +33,7 @@ from clinic_payments.domain.model import Payment, PaymentStatus
 from clinic_payments.domain.ports import (
     Clock,
     EmailSender,
-    PaymentsRepository,
+    PaymentStore,
     ReceiptOutbox,
     ReceiptRef,
 )
@@ -64,7 +64,7 @@ class ReceiptMailer:
 
     def __init__(
         self,
-        repository: PaymentsRepository,
+        repository: PaymentStore,
         outbox: ReceiptOutbox,
         documents: DocumentService,
         email: EmailSender,

@@ -12,7 +12,7 @@ from clinic_payments.domain.model import Failure, PaymentMethodType, PaymentStat
 from clinic_payments.domain.payments.service import PaymentService
 from clinic_payments.domain.ports import (
     Clock,
-    PaymentsRepository,
+    PaymentStore,
     StripeGateways,
     StripeObjectLink,
 )
@@ -40,7 +40,7 @@ class ReconcileReport:
 class Reconciler:
     def __init__(
         self,
-        repository: PaymentsRepository,
+        repository: PaymentStore,
         payments: PaymentService,
         stripe: StripeGateways,
         clock: Clock,

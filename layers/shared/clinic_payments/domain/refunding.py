@@ -24,7 +24,7 @@ its fee part to the fee. A refund's state only moves forward: a late event chang
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Final, Protocol
 
 from clinic_payments.domain.contention import until_written
 from clinic_payments.domain.credit_lots import (
@@ -67,8 +67,10 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.ports import (
     Clock,
     CreditChange,
+    CreditLedger,
     InvoiceAmountChange,
-    PaymentsRepository,
+    InvoiceStore,
+    PaymentStore,
     RefundOutcomeWrite,
     RefundWrite,
     ReservedRefundRef,
@@ -236,10 +238,12 @@ def moves_forward(recorded: str, reported: str) -> bool:
     return before is not None and after is not None and after > before
 
 
+class RefundStores(PaymentStore, InvoiceStore, CreditLedger, Protocol):
+    """What a refund or dispute touches: the payment, the invoices and credit it takes back from."""
+
+
 class RefundService:
-    def __init__(
-        self, repository: PaymentsRepository, stripe: StripeGateways, clock: Clock
-    ) -> None:
+    def __init__(self, repository: RefundStores, stripe: StripeGateways, clock: Clock) -> None:
         self._repo = repository
         self._stripe = stripe
         self._clock = clock

@@ -18,7 +18,7 @@ from clinic_payments.domain.model import (
 )
 from clinic_payments.domain.payments.rules import ConsentGiven
 from clinic_payments.domain.payments.service import PaymentService
-from clinic_payments.domain.ports import Clock, PaymentsRepository, StripeGateways
+from clinic_payments.domain.ports import Clock, CustomerStore, StripeGateways
 
 CARD_NOT_FOUND = "That saved card was not found for this patient."
 
@@ -26,7 +26,7 @@ CARD_NOT_FOUND = "That saved card was not found for this patient."
 class SavedCardService:
     def __init__(
         self,
-        repository: PaymentsRepository,
+        repository: CustomerStore,
         stripe: StripeGateways,
         payments: PaymentService,
         clock: Clock,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from enum import StrEnum
+from typing import Protocol
 
 from clinic_payments.domain.errors import WebhookSignatureError
 from clinic_payments.domain.model import (
@@ -22,10 +23,11 @@ from clinic_payments.domain.payments.service import PaymentService
 from clinic_payments.domain.ports import (
     ClinicSecrets,
     EventMark,
-    PaymentsRepository,
+    PaymentStore,
     SettleResult,
     StripeGateways,
     StripeObjectLink,
+    WebhookEventLog,
     WebhookVerifier,
 )
 from clinic_payments.domain.refunding import RefundService
@@ -63,10 +65,15 @@ class WebhookOutcome(StrEnum):
     UNEXPECTED_SHAPE = "unexpected_shape"  # signed, but not an object shape this API reads
 
 
+class WebhookStores(WebhookEventLog, PaymentStore, Protocol):
+    """What the webhook touches itself (settlement goes through the payment service): event
+    marks, and the payments Stripe's objects point to."""
+
+
 class WebhookService:
     def __init__(
         self,
-        repository: PaymentsRepository,
+        repository: WebhookStores,
         payments: PaymentService,
         secrets: ClinicSecrets,
         verifier: WebhookVerifier,

@@ -17,7 +17,7 @@ from clinic_payments.api.presenters import saved_card_out
 from clinic_payments.api.routes._common import PATIENT, no_content, ok, responses
 from clinic_payments.api.services import repository, saved_cards
 from clinic_payments.domain.payments.rules import ConsentGiven
-from clinic_payments.domain.ports import PaymentsRepository
+from clinic_payments.domain.ports import ClinicConfigStore
 from clinic_payments.domain.saved_cards import SavedCardService
 
 
@@ -52,7 +52,7 @@ def saved_cards_router() -> APIGatewayHttpRouter:
         patient_id: str,
         request: Annotated[AddPaymentMethodRequest, Body()],
         service: Annotated[SavedCardService, Depends(saved_cards)],
-        accounts: Annotated[PaymentsRepository, Depends(repository)],
+        accounts: Annotated[ClinicConfigStore, Depends(repository)],
     ) -> Any:
         setup_id = resource_id(router)
         logger.append_keys(clinic_id=clinic_id, setup_id=setup_id)

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from clinic_payments.domain.errors import NotFoundError, ValidationError
 from clinic_payments.domain.invoices.rules import NewInvoice, build_invoice, ensure_voidable
 from clinic_payments.domain.model import Caller, ClinicSettings, Credit, Invoice, Page
-from clinic_payments.domain.ports import Clock, PatientSummary, PaymentsRepository
+from clinic_payments.domain.ports import (
+    ClinicConfigStore,
+    Clock,
+    CreditLedger,
+    InvoiceStore,
+    PatientSummary,
+)
 
 STATUS_FILTERS = ("open", "paid", "void", "all")
 
@@ -20,8 +27,13 @@ class InvoiceSummary:
     available_credit: int
 
 
+class InvoiceStores(InvoiceStore, CreditLedger, ClinicConfigStore, Protocol):
+    """What invoicing touches: invoices and their summary, the credit shown beside them, and
+    the clinic's settings."""
+
+
 class InvoiceService:
-    def __init__(self, repository: PaymentsRepository, clock: Clock) -> None:
+    def __init__(self, repository: InvoiceStores, clock: Clock) -> None:
         self._repo = repository
         self._clock = clock
 
