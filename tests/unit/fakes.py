@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from clinic_payments.domain.crediting import CreditService
+from clinic_payments.domain.credit.service import CreditService
 from clinic_payments.domain.errors import (
     CardDeclinedError,
     ConflictError,
@@ -89,7 +89,7 @@ from clinic_payments.domain.ports import (
     StripeObjectLink,
     WebhookVerifier,
 )
-from clinic_payments.domain.refunding import RefundService
+from clinic_payments.domain.refunds.service import RefundService
 from clinic_payments.domain.saved_cards import SavedCardService
 from clinic_payments.domain.timeutil import to_iso
 from clinic_payments.domain.webhooks import WebhookOutcome, WebhookService

@@ -43,7 +43,7 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.money import fee_for
 from clinic_payments.domain.payments.rules import ConsentGiven, PaymentRequest
 from clinic_payments.domain.ports import SettlementWrite, StripeObjectLink
-from clinic_payments.domain.refunding import RefundService
+from clinic_payments.domain.refunds.service import RefundService
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -707,7 +707,7 @@ class PaymentsMachine(RuleBasedStateMachine):
             for module in (
                 "clinic_payments.domain.invoices.rules",
                 "clinic_payments.domain.payments.service",
-                "clinic_payments.domain.refunding",
+                "clinic_payments.domain.refunds.service",
                 __name__,
             )
         ]

@@ -23,7 +23,7 @@ from clinic_payments.domain.ports import (
     ReceiptRef,
 )
 from clinic_payments.domain.receipts import LEASE, ReceiptDelivery, ReceiptMailer
-from clinic_payments.domain.refunding import RefundService
+from clinic_payments.domain.refunds.service import RefundService
 from clinic_payments.domain.saved_cards import SavedCardService
 from clinic_payments.domain.webhooks import WebhookService
 

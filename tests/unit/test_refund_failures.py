@@ -24,7 +24,7 @@ from clinic_payments.domain.model import (
 )
 from clinic_payments.domain.payments.rules import PaymentRequest
 from clinic_payments.domain.ports import RefundOutcomeWrite, StripeObjectLink
-from clinic_payments.domain.refunding import STRIPE_ACTOR, RefundService
+from clinic_payments.domain.refunds.service import STRIPE_ACTOR, RefundService
 from clinic_payments.domain.webhooks import WebhookOutcome
 
 from tests.unit.fakes import (

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from clinic_payments.domain.allocation import RequestedAllocation
 from clinic_payments.domain.audit import audit_account
-from clinic_payments.domain.credit_lots import LEGACY_LOT, lot_problems
+from clinic_payments.domain.credit.lots import LEGACY_LOT, lot_problems
 from clinic_payments.domain.errors import (
     ConflictError,
     InsufficientCreditError,
@@ -35,7 +35,7 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.payments.rules import PaymentRequest
 from clinic_payments.domain.ports import CreditApplication, RefundWrite, StripeObjectLink
 from clinic_payments.domain.reconciling import Reconciler, ReconcileReport
-from clinic_payments.domain.refunding import RefundService
+from clinic_payments.domain.refunds.service import RefundService
 
 from tests.unit.fakes import CLINIC, PATIENT, STAFF, World, make_world, refund_event
 

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from clinic_payments.adapters.ses_email import SesEmailSender
     from clinic_payments.adapters.stripe_accounts import StripeGateways
     from clinic_payments.domain.administering import AdminService
-    from clinic_payments.domain.crediting import CreditService
+    from clinic_payments.domain.credit.service import CreditService
     from clinic_payments.domain.daily_audit import DailyAudit
     from clinic_payments.domain.documents import DocumentService
     from clinic_payments.domain.invoices.service import InvoiceService
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from clinic_payments.domain.payments.service import PaymentService
     from clinic_payments.domain.receipts import ReceiptMailer
     from clinic_payments.domain.reconciling import Reconciler
-    from clinic_payments.domain.refunding import RefundService
+    from clinic_payments.domain.refunds.service import RefundService
     from clinic_payments.domain.saved_cards import SavedCardService
     from clinic_payments.domain.webhooks import WebhookService
 
@@ -181,7 +181,7 @@ class Container:
 
     @_built
     def refunds(self) -> RefundService:
-        from clinic_payments.domain.refunding import RefundService
+        from clinic_payments.domain.refunds.service import RefundService
 
         return RefundService(self.repository, self.stripe, self.clock)
 
@@ -214,7 +214,7 @@ class Container:
 
     @_built
     def credit(self) -> CreditService:
-        from clinic_payments.domain.crediting import CreditService
+        from clinic_payments.domain.credit.service import CreditService
 
         return CreditService(self.repository, self.clock)
 

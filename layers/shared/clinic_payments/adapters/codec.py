@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from clinic_payments.domain.credit_lots import LEGACY_LOT, oldest_first
+from clinic_payments.domain.credit.lots import LEGACY_LOT, oldest_first
 from clinic_payments.domain.model import (
     AccountStatus,
     Actor,

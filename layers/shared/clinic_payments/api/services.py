@@ -9,13 +9,13 @@ from clinic_payments.wiring import container
 
 if TYPE_CHECKING:
     from clinic_payments.domain.administering import AdminService
-    from clinic_payments.domain.crediting import CreditService
+    from clinic_payments.domain.credit.service import CreditService
     from clinic_payments.domain.documents import DocumentService
     from clinic_payments.domain.invoices.service import InvoiceService
     from clinic_payments.domain.paylinks import PayLinkService
     from clinic_payments.domain.payments.service import PaymentService
     from clinic_payments.domain.ports import PaymentsRepository
-    from clinic_payments.domain.refunding import RefundService
+    from clinic_payments.domain.refunds.service import RefundService
     from clinic_payments.domain.saved_cards import SavedCardService
     from clinic_payments.domain.webhooks import WebhookService
 

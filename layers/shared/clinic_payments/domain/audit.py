@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from clinic_payments.domain.credit_lots import lot_problems
+from clinic_payments.domain.credit.lots import lot_problems
 from clinic_payments.domain.model import (
     Credit,
     Invoice,

@@ -1,6 +1,6 @@
 """Optimistic writes that lost a race: how often to try again, and how long to wait between.
 
-Every credit movement is written on the credit item's version as read (credit_lots.py), so
+Every credit movement is written on the credit item's version as read (credit/lots.py), so
 writers of one patient's credit that overlap make each other re-read and re-plan. A short
 jittered pause spreads the next attempts out, so a burst of them does not collide again and
 again (what DynamoDB's own guidance for transaction conflicts recommends).

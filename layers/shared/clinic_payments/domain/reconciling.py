@@ -17,7 +17,7 @@ from clinic_payments.domain.ports import (
     StripeObjectLink,
 )
 from clinic_payments.domain.receipts import ReceiptMailer
-from clinic_payments.domain.refunding import RefundService
+from clinic_payments.domain.refunds.service import RefundService
 from clinic_payments.domain.timeutil import from_iso, to_iso
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ from clinic_payments.domain.ports import (
     WebhookEventLog,
     WebhookVerifier,
 )
-from clinic_payments.domain.refunding import RefundService
+from clinic_payments.domain.refunds.service import RefundService
 from clinic_payments.domain.saved_cards import SavedCardService
 
 log = logging.getLogger(__name__)

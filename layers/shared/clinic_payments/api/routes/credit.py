@@ -29,7 +29,7 @@ from clinic_payments.api.presenters import activity_out, invoice_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
 from clinic_payments.api.routes.payments import payment_response
 from clinic_payments.api.services import credit, payments
-from clinic_payments.domain.crediting import CreditService
+from clinic_payments.domain.credit.service import CreditService
 from clinic_payments.domain.model import Payment, PaymentMethodType, PaymentPurpose
 from clinic_payments.domain.payments.rules import ConsentGiven, PaymentRequest
 from clinic_payments.domain.payments.service import PaymentService

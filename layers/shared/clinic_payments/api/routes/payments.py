@@ -24,7 +24,7 @@ from clinic_payments.domain.allocation import RequestedAllocation
 from clinic_payments.domain.model import Caller, Payer, Payment, PaymentMethodType
 from clinic_payments.domain.payments.rules import ConsentGiven, PaymentRequest
 from clinic_payments.domain.payments.service import PaymentService
-from clinic_payments.domain.refunding import RefundService
+from clinic_payments.domain.refunds.service import RefundService
 
 
 def publishable_key(payment: Payment) -> str | None:

@@ -15,7 +15,7 @@ from typing import Final
 
 from clinic_payments.domain.allocation import plan_payment, plan_settlement
 from clinic_payments.domain.contention import until_written
-from clinic_payments.domain.credit_lots import add_to_lot
+from clinic_payments.domain.credit.lots import add_to_lot
 from clinic_payments.domain.errors import (
     AmountTooSmallError,
     CardDeclinedError,

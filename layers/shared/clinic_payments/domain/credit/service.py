@@ -2,7 +2,7 @@
 
 Top-ups are payments (purpose credit_topup) and settle through PaymentService like any other.
 Every movement is an append-only ledger entry written in the same transaction as the balance
-and its lots (credit_lots.py), conditioned on the credit as read, so the balance is always the
+and its lots (credit/lots.py), conditioned on the credit as read, so the balance is always the
 sum of its entries and never spent twice. Spending takes the oldest lots first.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from clinic_payments.domain.contention import until_written
-from clinic_payments.domain.credit_lots import add_to_lot, plan_oldest_first, take
+from clinic_payments.domain.credit.lots import add_to_lot, plan_oldest_first, take
 from clinic_payments.domain.errors import (
     InsufficientCreditError,
     InvoiceNotPayableError,
