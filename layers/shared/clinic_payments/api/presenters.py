@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from clinic_payments.api.models import (
     ActivityOut,
@@ -13,14 +15,10 @@ from clinic_payments.api.models import (
     ConsentOut,
     DisputeOut,
     FailureOut,
-    InvoiceLineOut,
     InvoiceOut,
-    InvoicePaymentOut,
     PayLinkPaymentOut,
     PaymentOut,
     PaymentRequestOut,
-    ReceiptCardOut,
-    ReceiptLineOut,
     ReceiptOut,
     RefundOut,
     SavedCardConsentOut,
@@ -43,48 +41,22 @@ from clinic_payments.domain.model import (
 from clinic_payments.domain.paylinks import AmountOwed
 from clinic_payments.domain.ports import PaymentRequestRecord
 
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def copied(model: type[_M], source: object) -> _M:
+    """A straight copy: each field of the response read from the attribute of the same name
+    (nested models too; enums become their values). Where a field is hidden from some callers
+    or computed for the response, the presenter says so by hand instead."""
+    return model.model_validate(source, from_attributes=True)
+
 
 def actor_out(actor: Actor) -> ActorOut:
-    return ActorOut(sub=actor.sub, role=actor.role.value)
+    return copied(ActorOut, actor)
 
 
 def invoice_out(inv: Invoice) -> InvoiceOut:
-    return InvoiceOut(
-        id=inv.id,
-        number=inv.number,
-        clinic_id=inv.clinic_id,
-        patient_id=inv.patient_id,
-        status=inv.status.value,
-        currency=inv.currency,
-        lines=[
-            InvoiceLineOut(
-                id=line.id,
-                description=line.description,
-                service_date=line.service_date,
-                quantity=line.quantity,
-                unit_amount=line.unit_amount,
-                amount=line.amount,
-                tax_rate_id=line.tax_rate_id,
-                tax_amount=line.tax_amount,
-            )
-            for line in inv.lines
-        ],
-        subtotal=inv.subtotal,
-        tax=inv.tax,
-        total=inv.total,
-        amount_paid=inv.amount_paid,
-        balance_due=inv.balance_due,
-        due_date=inv.due_date,
-        memo=inv.memo,
-        created_at=inv.created_at,
-        paid_at=inv.paid_at,
-        voided_at=inv.voided_at,
-        payments=[
-            InvoicePaymentOut(payment_id=p.payment_id, amount=p.amount, method=p.method, at=p.at)
-            for p in inv.payments
-        ],
-        amount_at_risk=inv.amount_at_risk,
-    )
+    return copied(InvoiceOut, inv)
 
 
 def may_see_client_secret(payment: Payment, caller: Any) -> bool:
@@ -111,101 +83,30 @@ def payment_out(payment: Payment, caller: Any, publishable_key: str | None = Non
         fee_amount=payment.fee_amount,
         charge_amount=payment.charge_amount,
         currency=payment.currency,
-        allocations=[
-            AllocationOut(invoice_id=a.invoice_id, amount=a.amount) for a in payment.allocations
-        ],
+        allocations=[copied(AllocationOut, a) for a in payment.allocations],
         credit_amount=payment.credit_amount,
         client_secret=payment.client_secret if show_secret else None,
         publishable_key=publishable_key if show_secret else None,
         confirmation_number=payment.confirmation_number,
-        payment_method=(
-            CardOut(
-                id=payment.payment_method.id,
-                brand=payment.payment_method.brand,
-                last4=payment.payment_method.last4,
-            )
-            if payment.payment_method
-            else None
-        ),
-        failure=(
-            FailureOut(
-                code=payment.failure.code,
-                decline_code=payment.failure.decline_code,
-                message=payment.failure.message,
-            )
-            if payment.failure
-            else None
-        ),
+        payment_method=copied(CardOut, payment.payment_method) if payment.payment_method else None,
+        failure=copied(FailureOut, payment.failure) if payment.failure else None,
         payer=payment.payer.value,
         reference=payment.reference,
         note=payment.note,
         receipt_email=payment.receipt_email,
         location_id=payment.location_id,
-        consent=(
-            ConsentOut(
-                agreed=payment.consent.agreed,
-                wording_version=payment.consent.wording_version,
-                by=actor_out(payment.consent.by),
-                at=payment.consent.at,
-            )
-            if payment.consent
-            else None
-        ),
+        consent=copied(ConsentOut, payment.consent) if payment.consent else None,
         created_by=actor_out(payment.created_by),
         created_at=payment.created_at,
         succeeded_at=payment.succeeded_at,
         refunded_amount=payment.refunded_amount,
-        refunds=[
-            RefundOut(
-                id=r.id,
-                amount=r.amount,
-                reason=r.reason,
-                from_credit=r.from_credit,
-                from_invoices=[
-                    AllocationOut(invoice_id=a.invoice_id, amount=a.amount) for a in r.from_invoices
-                ],
-                from_fee=r.from_fee,
-                stripe_refund_id=r.stripe_refund_id,
-                actor=actor_out(r.actor),
-                at=r.at,
-                status=r.status,
-                failure_reason=r.failure_reason,
-                failed_at=r.failed_at,
-                returned_to_invoices=[
-                    AllocationOut(invoice_id=a.invoice_id, amount=a.amount)
-                    for a in r.returned_to_invoices
-                ],
-                returned_to_credit=r.returned_to_credit,
-            )
-            for r in payment.refunds
-        ],
-        dispute=(
-            DisputeOut(
-                id=payment.dispute.id,
-                amount=payment.dispute.amount,
-                status=payment.dispute.status,
-                reason=payment.dispute.reason,
-                opened_at=payment.dispute.opened_at,
-            )
-            if payment.dispute
-            else None
-        ),
+        refunds=[copied(RefundOut, r) for r in payment.refunds],
+        dispute=copied(DisputeOut, payment.dispute) if payment.dispute else None,
     )
 
 
 def activity_out(entry: LedgerEntry) -> ActivityOut:
-    return ActivityOut(
-        id=entry.id,
-        type=entry.type.value,
-        amount=entry.amount,
-        currency=entry.currency,
-        invoice_id=entry.invoice_id,
-        payment_id=entry.payment_id,
-        location_id=entry.location_id,
-        reason=entry.reason,
-        actor=actor_out(entry.actor),
-        at=entry.at,
-    )
+    return copied(ActivityOut, entry)
 
 
 def saved_card_out(saved: SavedCard) -> SavedCardOut:
@@ -216,30 +117,12 @@ def saved_card_out(saved: SavedCard) -> SavedCardOut:
         last4=card.last4,
         exp_month=card.exp_month,
         exp_year=card.exp_year,
-        consent=(
-            SavedCardConsentOut(
-                wording_version=consent.wording_version, by=actor_out(consent.by), at=consent.at
-            )
-            if consent
-            else None
-        ),
+        consent=copied(SavedCardConsentOut, consent) if consent else None,
     )
 
 
 def account_out(account: StripeAccount) -> StripeAccountOut:
-    return StripeAccountOut(
-        account_id=account.account_id,
-        name=account.name,
-        status=account.status.value,
-        admin_default=account.admin_default,
-        portal_default=account.portal_default,
-        primary=account.primary,
-        secret_key_last4=account.secret_key_last4,
-        publishable_key_last4=account.publishable_key_last4,
-        webhook_secret_last4=account.webhook_secret_last4,
-        updated_at=account.updated_at,
-        updated_by=actor_out(account.updated_by),
-    )
+    return copied(StripeAccountOut, account)
 
 
 def settings_out(s: ClinicSettings) -> SettingsOut:
@@ -261,36 +144,7 @@ def settings_out(s: ClinicSettings) -> SettingsOut:
 
 
 def receipt_out(receipt: Receipt) -> ReceiptOut:
-    return ReceiptOut(
-        payment_id=receipt.payment_id,
-        confirmation_number=receipt.confirmation_number,
-        clinic_name=receipt.clinic_name,
-        date_posted=receipt.date_posted,
-        succeeded_at=receipt.succeeded_at,
-        purpose=receipt.purpose.value,
-        amount=receipt.amount,
-        fee_amount=receipt.fee_amount,
-        total_charged=receipt.total_charged,
-        currency=receipt.currency,
-        method=receipt.method.value,
-        card=(
-            ReceiptCardOut(brand=receipt.card.brand, last4=receipt.card.last4)
-            if receipt.card
-            else None
-        ),
-        paid=[
-            ReceiptLineOut(
-                invoice_id=line.invoice_id, invoice_number=line.invoice_number, amount=line.amount
-            )
-            for line in receipt.paid
-        ],
-        credit_added=receipt.credit_added,
-        credit_balance=receipt.credit_balance,
-        payer=receipt.payer.value,
-        reference=receipt.reference,
-        location_id=receipt.location_id,
-        location_name=receipt.location_name,
-    )
+    return copied(ReceiptOut, receipt)
 
 
 def payment_request_out(record: PaymentRequestRecord, url: str) -> PaymentRequestOut:
@@ -306,13 +160,7 @@ def payment_request_out(record: PaymentRequestRecord, url: str) -> PaymentReques
 
 
 def amount_owed_out(owed: AmountOwed) -> AmountOwedOut:
-    return AmountOwedOut(
-        clinic_name=owed.clinic_name,
-        invoice_number=owed.invoice_number,
-        balance_due=owed.balance_due,
-        currency=owed.currency,
-        due_date=owed.due_date,
-    )
+    return copied(AmountOwedOut, owed)
 
 
 def pay_link_payment_out(
