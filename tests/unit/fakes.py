@@ -100,18 +100,27 @@ _OPEN = (InvoiceStatus.OPEN, InvoiceStatus.PARTIALLY_PAID)
 PatientKey = tuple[str, str]
 
 
-def _encode_cursor(invoice_id: str) -> str:
-    return base64.urlsafe_b64encode(f"INVOICE#{invoice_id}".encode()).decode().rstrip("=")
+def _encode_cursor(sort_key: str) -> str:
+    """A page's cursor as the adapter makes it: the sort key of its last item, base64."""
+    return base64.urlsafe_b64encode(sort_key.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> str:
+def _decode_cursor(cursor: str, prefix: str) -> str:
+    """The sort key a cursor carries; ValidationError unless it is one of this listing's."""
     try:
         sk = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise ValidationError("Invalid cursor.", [{"field": "cursor", "issue": "invalid"}]) from exc
-    if not sk.startswith("INVOICE#"):
+    if not sk.startswith(prefix):
         raise ValidationError("Invalid cursor.", [{"field": "cursor", "issue": "invalid"}])
-    return sk.removeprefix("INVOICE#")
+    return sk
+
+
+def _ledger_sort_key(entry_id: str) -> str:
+    """The adapter's key of a ledger entry: the ULID of its id leads (time order across kinds
+    of entry), its prefix after it."""
+    prefix, _, rest = entry_id.partition("_")
+    return f"LEDGER#{rest}#{prefix}" if rest else f"LEDGER#{entry_id}"
 
 
 def _pending_sort_key(p: Payment) -> str:
@@ -290,7 +299,7 @@ class InMemoryPaymentsRepository:
             reverse=True,
         )
         if cursor:
-            after = _decode_cursor(cursor)
+            after = _decode_cursor(cursor, "INVOICE#").removeprefix("INVOICE#")
             newest_first = [i for i in newest_first if i.id < after]
         if status == "open":
             newest_first = [i for i in newest_first if i.status in _OPEN]
@@ -298,7 +307,8 @@ class InMemoryPaymentsRepository:
             newest_first = [i for i in newest_first if i.status.value == status]
         items = [copy.deepcopy(i) for i in newest_first[:limit]]
         more = len(newest_first) > limit
-        return Page(items, _encode_cursor(items[-1].id) if more and items else None)
+        next_cursor = _encode_cursor(f"INVOICE#{items[-1].id}") if more and items else None
+        return Page(items, next_cursor)
 
     def list_invoices_summarized(
         self, clinic_id: str, patient_id: str, status: str, limit: int, cursor: str | None
@@ -646,16 +656,17 @@ class InMemoryPaymentsRepository:
         self._maybe_fail("list_ledger")
         entries = sorted(
             self.ledger.get((clinic_id, patient_id), []),
-            key=lambda e: e.id.split("_", 1)[-1],
+            key=lambda e: _ledger_sort_key(e.id),
             reverse=True,
         )
         entries = [e for e in entries if currency is None or e.currency == currency]
         if cursor:
-            after = [i for i, e in enumerate(entries) if e.id == cursor]
-            entries = entries[after[0] + 1 :] if after else []
+            after = _decode_cursor(cursor, "LEDGER#")
+            entries = [e for e in entries if _ledger_sort_key(e.id) < after]
         page = entries[:limit]
         more = len(entries) > limit
-        return Page(list(page), page[-1].id if more and page else None)
+        next_cursor = _encode_cursor(_ledger_sort_key(page[-1].id)) if more and page else None
+        return Page(list(page), next_cursor)
 
     def all_ledger(self, clinic_id: str, patient_id: str) -> list[LedgerEntry]:
         return self.ledger_entries(clinic_id, patient_id)
