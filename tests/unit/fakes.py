@@ -140,6 +140,15 @@ def _invoices_as_read(bucket: dict[str, Invoice], changes: Sequence[InvoiceAmoun
     return all(_as_read(bucket.get(c.invoice_id), c.seen_amount_paid) for c in changes)
 
 
+def _check_planned(change: CreditChange | None) -> None:
+    """The adapter builds a credit movement's items before it writes anything: one planned
+    below zero is refused there, before any condition is checked or anything written."""
+    if change is not None and (
+        change.new.balance < 0 or any(lot.amount < 0 for lot in change.new.lots)
+    ):
+        raise ValueError("a credit movement planned below zero")  # a bug, never a race
+
+
 def _pay_onto(
     invoice: Invoice, amount: int, new_status: InvoiceStatus, ref: InvoicePaymentRef
 ) -> None:
@@ -417,6 +426,7 @@ class InMemoryPaymentsRepository:
         self.settle_calls += 1
         if self.before_settle is not None:
             self.before_settle(write)
+        _check_planned(write.credit)
         p = write.payment
         stored = self._stored_payment(p.clinic_id, p.patient_id, p.id)
         # The transaction's conditions, all checked before anything is written.
@@ -538,6 +548,7 @@ class InMemoryPaymentsRepository:
         self._maybe_fail("record_refund")
         if self.before_record_refund is not None:
             self.before_record_refund(write)
+        _check_planned(write.credit)
         p = write.payment
         stored = self._stored_payment(p.clinic_id, p.patient_id, p.id)
         if stored is None or len(stored.refunds) != len(p.refunds):
@@ -569,6 +580,7 @@ class InMemoryPaymentsRepository:
         self.outcome_writes += 1
         if self.before_refund_outcome is not None:
             self.before_refund_outcome(write)
+        _check_planned(write.credit)
         p = write.payment
         stored = self._stored_payment(p.clinic_id, p.patient_id, p.id)
         seen = p.refunds[write.index]
@@ -685,8 +697,6 @@ class InMemoryPaymentsRepository:
 
     def _write_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> None:
         new = replace(change.new, version=change.seen.version + 1)
-        if new.balance < 0 or any(lot.amount < 0 for lot in new.lots):
-            raise ValueError("a credit movement planned below zero")  # as the adapter
         self.credits[(clinic_id, patient_id, change.entry.currency)] = copy.deepcopy(new)
         self.ledger.setdefault((clinic_id, patient_id), []).append(copy.deepcopy(change.entry))
 
@@ -700,6 +710,7 @@ class InMemoryPaymentsRepository:
         self._maybe_fail("apply_credit")
         if self.before_apply_credit is not None:
             self.before_apply_credit(write)
+        _check_planned(write.credit)
         if self.ledger_entry_exists(clinic_id, patient_id, write.entry.id):
             return False
         invoice = self.invoices.get((clinic_id, patient_id), {}).get(write.invoice.invoice_id)
@@ -716,6 +727,7 @@ class InMemoryPaymentsRepository:
 
     def adjust_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> LedgerEntry:
         self._maybe_fail("adjust_credit")
+        _check_planned(change)
         for existing in self.ledger.get((clinic_id, patient_id), []):
             if existing.id == change.entry.id:
                 return copy.deepcopy(existing)
