@@ -440,6 +440,12 @@ class InMemoryPaymentsRepository:
             p.stripe_payment_intent_id,
         ):
             return SettleResult.NOT_SETTLEABLE
+        # As the adapter reads a cancelled transaction: the payment's condition first, then
+        # the event's (another delivery was processed), and only then a stale read.
+        if write.event is not None and (write.event.account_key, write.event.event_id) in (
+            self.events
+        ):
+            return SettleResult.DUPLICATE_EVENT
         bucket = self.invoices.get((p.clinic_id, p.patient_id), {})
         if not _invoices_as_read(bucket, write.invoices):
             self.stale_writes += 1
@@ -449,10 +455,6 @@ class InMemoryPaymentsRepository:
         ):
             self.stale_writes += 1
             raise StaleWriteError("The credit moved, or the ledger entry exists already.")
-        if write.event is not None and (write.event.account_key, write.event.event_id) in (
-            self.events
-        ):
-            return SettleResult.DUPLICATE_EVENT
         # All conditions hold: apply every item.
         if write.new:
             stored = copy.deepcopy(p)
