@@ -370,6 +370,11 @@ class InMemoryPaymentsRepository:
         else:
             self.pending.add(key)
 
+    def _charged_card(self, payment: Payment) -> CardSummary | None:
+        """The card as charge.succeeded described it (record_card_details): it wins over any
+        card a later write names, as the adapter's card_details does when a payment is read."""
+        return self.card_details.get((payment.clinic_id, payment.patient_id, payment.id))
+
     def put_new_payment(self, payment: Payment) -> bool:
         self._maybe_fail("put_new_payment")
         bucket = self.payments.setdefault((payment.clinic_id, payment.patient_id), {})
@@ -395,7 +400,7 @@ class InMemoryPaymentsRepository:
         stored.stripe_payment_intent_id = payment.stripe_payment_intent_id
         stored.client_secret = payment.client_secret
         stored.stripe_customer_id = payment.stripe_customer_id
-        stored.payment_method = payment.payment_method
+        stored.payment_method = self._charged_card(stored) or payment.payment_method
         self.links[str(payment.stripe_payment_intent_id)] = link
 
     def update_payment_status(
@@ -415,7 +420,7 @@ class InMemoryPaymentsRepository:
         stored.status = status
         stored.failure = failure
         if payment_method is not None:
-            stored.payment_method = payment_method
+            stored.payment_method = self._charged_card(stored) or payment_method
         if client_secret is not None:
             stored.client_secret = client_secret
         self._track(stored)
@@ -467,10 +472,7 @@ class InMemoryPaymentsRepository:
         stored.amount_received = p.amount_received
         stored.confirmation_number = p.confirmation_number
         stored.succeeded_at = p.succeeded_at
-        # The card as charge.succeeded described it wins, as the adapter's card_details does.
-        stored.payment_method = self.card_details.get((p.clinic_id, p.patient_id, p.id)) or (
-            p.payment_method
-        )
+        stored.payment_method = self._charged_card(stored) or p.payment_method
         stored.failure = None
         if write.link is not None:
             stored.stripe_payment_intent_id = p.stripe_payment_intent_id
