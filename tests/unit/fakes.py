@@ -18,7 +18,8 @@ import hashlib
 import hmac
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -175,6 +176,20 @@ class _IdempotencyItem:
         )
 
 
+@dataclass
+class _SummaryItem:
+    """A patient's summary item, as far as the fake keeps one: that it exists, its version and
+    whether it is established. Its figures are the account's own, computed when read (the
+    adapter's, kept by the writes from the moment it is written, are the same for any account
+    whose every write went through the repository; establish_summary is given the account's)."""
+
+    version: int = 0
+    established: bool = False
+
+
+_Glance = tuple[int, int, frozenset[str], tuple[tuple[str, int], ...]]
+
+
 class InMemoryPaymentsRepository:
     """PaymentsRepository in memory, with DynamoPaymentsRepository's conditions.
 
@@ -201,6 +216,7 @@ class InMemoryPaymentsRepository:
         self.card_consent_records: dict[PatientKey, dict[str, CardConsent]] = {}
         self.events: dict[tuple[str, str], str] = {}
         self.idempotency: dict[str, _IdempotencyItem] = {}
+        self.summaries: dict[PatientKey, _SummaryItem] = {}
         self.settle_calls = 0
         self.patient_reads = 0
         self.card_details: dict[tuple[str, str, str], CardSummary] = {}
@@ -281,6 +297,10 @@ class InMemoryPaymentsRepository:
         return self.invoice_counters[clinic_id]
 
     def put_new_invoice(self, invoice: Invoice) -> None:
+        with self._moving_summary(invoice.clinic_id, invoice.patient_id):
+            self._put_new_invoice(invoice)
+
+    def _put_new_invoice(self, invoice: Invoice) -> None:
         self._maybe_fail("put_new_invoice")
         bucket = self.invoices.setdefault((invoice.clinic_id, invoice.patient_id), {})
         if invoice.id in bucket:
@@ -323,27 +343,62 @@ class InMemoryPaymentsRepository:
         self, clinic_id: str, patient_id: str, status: str, limit: int, cursor: str | None
     ) -> tuple[Page[Invoice], PatientSummary | None]:
         page = self.list_invoices(clinic_id, patient_id, status, limit, cursor)
-        bucket = self.invoices.get((clinic_id, patient_id), {})
-        credits = {
-            c: v for (cl, p, c), v in self.credits.items() if (cl, p) == (clinic_id, patient_id)
-        }
-        if not bucket and not credits:
-            return page, None
-        payable = [i for i in bucket.values() if i.is_payable]
-        return page, PatientSummary(
-            outstanding_count=len(payable),
-            outstanding_amount=sum(i.balance_due for i in payable),
-            credits={c: credit.balance for c, credit in credits.items()},
-            open_invoice_ids=frozenset(i.id for i in payable),
-        )
+        return page, self.get_summary(clinic_id, patient_id)
 
     def establish_summary(
         self, clinic_id: str, patient_id: str, summary: PatientSummary, seen: PatientSummary | None
     ) -> bool:
-        return True  # the fake's summary is computed from its account: always established
+        # The adapter's condition: absent when read as absent, else still at the version read.
+        item = self.summaries.get((clinic_id, patient_id))
+        current = item.version if item is not None else None
+        if current != (seen.version if seen is not None else None):
+            return False  # moved meanwhile: the next reader tries again
+        version = (seen.version if seen else 0) + 1
+        self.summaries[(clinic_id, patient_id)] = _SummaryItem(version, established=True)
+        return True
 
     def get_summary(self, clinic_id: str, patient_id: str) -> PatientSummary | None:
-        return self.list_invoices_summarized(clinic_id, patient_id, "all", 1, None)[1]
+        """None until a write moved the account or the summary was established, as the
+        adapter's item; the figures are the account's (see _SummaryItem)."""
+        item = self.summaries.get((clinic_id, patient_id))
+        if item is None:
+            return None
+        count, amount, open_ids, credits = self._glance(clinic_id, patient_id)
+        return PatientSummary(
+            outstanding_count=count,
+            outstanding_amount=amount,
+            credits=dict(credits),
+            open_invoice_ids=open_ids,
+            version=item.version,
+            established=item.established,
+        )
+
+    def _glance(self, clinic_id: str, patient_id: str) -> _Glance:
+        """What the summary counts of the account: payable invoices, their balance due, and
+        the credit of each currency that has any."""
+        payable = [
+            i for i in self.invoices.get((clinic_id, patient_id), {}).values() if i.is_payable
+        ]
+        credits = sorted(
+            (c, v.balance)
+            for (cl, p, c), v in self.credits.items()
+            if (cl, p) == (clinic_id, patient_id) and v.balance
+        )
+        return (
+            len(payable),
+            sum(i.balance_due for i in payable),
+            frozenset(i.id for i in payable),
+            tuple(credits),
+        )
+
+    @contextmanager
+    def _moving_summary(self, clinic_id: str, patient_id: str) -> Iterator[None]:
+        """One write (one transaction, at the adapter): if it moved what the summary counts,
+        the summary item counts a version, and exists from then on."""
+        before = self._glance(clinic_id, patient_id)
+        yield
+        if self._glance(clinic_id, patient_id) != before:
+            self.summaries.setdefault((clinic_id, patient_id), _SummaryItem()).version += 1
 
     def all_invoices(self, clinic_id: str, patient_id: str) -> list[Invoice]:
         self._maybe_fail("all_invoices")
@@ -351,6 +406,10 @@ class InMemoryPaymentsRepository:
         return [copy.deepcopy(bucket[k]) for k in sorted(bucket)]
 
     def void_invoice(self, invoice: Invoice, at: str) -> None:
+        with self._moving_summary(invoice.clinic_id, invoice.patient_id):
+            self._void_invoice(invoice, at)
+
+    def _void_invoice(self, invoice: Invoice, at: str) -> None:
         self._maybe_fail("void_invoice")
         stored = self.invoices.get((invoice.clinic_id, invoice.patient_id), {}).get(invoice.id)
         if stored is None or stored.amount_paid != 0 or stored.status is InvoiceStatus.VOID:
@@ -427,6 +486,10 @@ class InMemoryPaymentsRepository:
         return True
 
     def settle(self, write: SettlementWrite) -> SettleResult:
+        with self._moving_summary(write.payment.clinic_id, write.payment.patient_id):
+            return self._settle(write)
+
+    def _settle(self, write: SettlementWrite) -> SettleResult:
         self._maybe_fail("settle")
         self.settle_calls += 1
         if self.before_settle is not None:
@@ -549,6 +612,10 @@ class InMemoryPaymentsRepository:
         self.complete_request(answer.scope, answer.status_code, answer.body)
 
     def record_refund(self, write: RefundWrite) -> bool:
+        with self._moving_summary(write.payment.clinic_id, write.payment.patient_id):
+            return self._record_refund(write)
+
+    def _record_refund(self, write: RefundWrite) -> bool:
         self._maybe_fail("record_refund")
         if self.before_record_refund is not None:
             self.before_record_refund(write)
@@ -580,6 +647,10 @@ class InMemoryPaymentsRepository:
         return True
 
     def record_refund_outcome(self, write: RefundOutcomeWrite) -> None:
+        with self._moving_summary(write.payment.clinic_id, write.payment.patient_id):
+            self._record_refund_outcome(write)
+
+    def _record_refund_outcome(self, write: RefundOutcomeWrite) -> None:
         self._maybe_fail("record_refund_outcome")
         self.outcome_writes += 1
         if self.before_refund_outcome is not None:
@@ -711,6 +782,16 @@ class InMemoryPaymentsRepository:
         write: CreditApplication,
         answer: RequestAnswer | None = None,
     ) -> bool:
+        with self._moving_summary(clinic_id, patient_id):
+            return self._apply_credit(clinic_id, patient_id, write, answer)
+
+    def _apply_credit(
+        self,
+        clinic_id: str,
+        patient_id: str,
+        write: CreditApplication,
+        answer: RequestAnswer | None,
+    ) -> bool:
         self._maybe_fail("apply_credit")
         if self.before_apply_credit is not None:
             self.before_apply_credit(write)
@@ -730,6 +811,10 @@ class InMemoryPaymentsRepository:
         return True
 
     def adjust_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> LedgerEntry:
+        with self._moving_summary(clinic_id, patient_id):
+            return self._adjust_credit(clinic_id, patient_id, change)
+
+    def _adjust_credit(self, clinic_id: str, patient_id: str, change: CreditChange) -> LedgerEntry:
         self._maybe_fail("adjust_credit")
         _check_planned(change)
         for existing in self.ledger.get((clinic_id, patient_id), []):
