@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar, cast
+
+from pydantic import TypeAdapter
 
 from clinic_payments.domain.credit.lots import LEGACY_LOT, oldest_first
 from clinic_payments.domain.model import (
@@ -34,7 +36,6 @@ from clinic_payments.domain.model import (
     PaymentPurpose,
     PaymentStatus,
     RefundRecord,
-    Role,
     StripeAccount,
     TaxRate,
 )
@@ -51,6 +52,31 @@ def clinic_pk(clinic_id: str) -> str:
     return f"CLINIC#{clinic_id}"
 
 
+_R = TypeVar("_R")
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def _adapter(kind: type[_R]) -> TypeAdapter[_R]:
+    """Built on first use (not at import: cold start), once per record type."""
+    adapter = _ADAPTERS.get(kind)
+    if adapter is None:
+        adapter = _ADAPTERS[kind] = TypeAdapter(kind)
+    return cast(TypeAdapter[_R], adapter)
+
+
+def _record_to(record: object) -> Item:
+    """A record stored as it is: each field under its own name (enums as their values)."""
+    dumped: Item = _adapter(type(record)).dump_python(record, mode="json")
+    return dumped
+
+
+def _record_from(kind: type[_R], item: Item) -> _R:
+    """A record read back as it was stored (DynamoDB's Decimals become the fields' ints)."""
+    return _adapter(kind).validate_python(item)
+
+
 def _int(value: Any) -> int:
     return int(value) if value is not None else 0
 
@@ -60,11 +86,11 @@ def _opt_int(value: Any) -> int | None:
 
 
 def actor_to(actor: Actor) -> Item:
-    return {"sub": actor.sub, "role": actor.role.value}
+    return _record_to(actor)
 
 
 def actor_from(item: Item) -> Actor:
-    return Actor(sub=str(item["sub"]), role=Role(item["role"]))
+    return _record_from(Actor, item)
 
 
 def allocations_to(allocations: list[Allocation]) -> list[Item]:
@@ -78,39 +104,19 @@ def allocations_to(allocations: list[Allocation]) -> list[Item]:
 
 
 def card_to(card: CardSummary | None) -> Item | None:
-    if card is None:
-        return None
-    return {
-        "id": card.id,
-        "brand": card.brand,
-        "last4": card.last4,
-        "exp_month": card.exp_month,
-        "exp_year": card.exp_year,
-    }
+    return _record_to(card) if card is not None else None
 
 
 def card_from(item: Item | None) -> CardSummary | None:
-    if not item:
-        return None
-    return CardSummary(
-        id=str(item["id"]),
-        brand=item.get("brand"),
-        last4=item.get("last4"),
-        exp_month=_opt_int(item.get("exp_month")),
-        exp_year=_opt_int(item.get("exp_year")),
-    )
+    return _record_from(CardSummary, item) if item else None
 
 
 def failure_to(failure: Failure | None) -> Item | None:
-    if failure is None:
-        return None
-    return {"code": failure.code, "decline_code": failure.decline_code, "message": failure.message}
+    return _record_to(failure) if failure is not None else None
 
 
 def failure_from(item: Item | None) -> Failure | None:
-    if not item:
-        return None
-    return Failure(item.get("code"), item.get("decline_code"), str(item.get("message", "")))
+    return _record_from(Failure, item) if item else None
 
 
 def refund_to(r: RefundRecord) -> Item:
@@ -170,31 +176,15 @@ def refund_from(item: Item) -> RefundRecord:
 
 
 def dispute_to(d: Dispute | None) -> Item | None:
-    if d is None:
-        return None
-    return {
-        "id": d.id,
-        "amount": d.amount,
-        "status": d.status,
-        "reason": d.reason,
-        "opened_at": d.opened_at,
-    }
+    return _record_to(d) if d is not None else None
 
 
 def dispute_from(item: Item | None) -> Dispute | None:
-    if not item:
-        return None
-    return Dispute(
-        id=str(item["id"]),
-        amount=_int(item["amount"]),
-        status=str(item["status"]),
-        reason=item.get("reason"),
-        opened_at=str(item["opened_at"]),
-    )
+    return _record_from(Dispute, item) if item else None
 
 
 def ref_to(ref: InvoicePaymentRef) -> Item:
-    return {"payment_id": ref.payment_id, "amount": ref.amount, "method": ref.method, "at": ref.at}
+    return _record_to(ref)
 
 
 def invoice_to_item(inv: Invoice) -> Item:
@@ -275,12 +265,7 @@ def invoice_from(item: Item) -> Invoice:
         created_by=actor_from(item["created_by"]),
         paid_at=item.get("paid_at"),
         voided_at=item.get("voided_at"),
-        payments=[
-            InvoicePaymentRef(
-                str(p["payment_id"]), _int(p["amount"]), str(p["method"]), str(p["at"])
-            )
-            for p in item.get("payments", [])
-        ],
+        payments=[_record_from(InvoicePaymentRef, p) for p in item.get("payments", [])],
         amount_at_risk=_int(item.get("amount_at_risk")),
     )
 
@@ -312,16 +297,7 @@ def payment_to_item(p: Payment) -> Item:
         "receipt_email": p.receipt_email,
         "location_id": p.location_id,
         "save_card": p.save_card,
-        "consent": (
-            {
-                "agreed": p.consent.agreed,
-                "wording_version": p.consent.wording_version,
-                "by": actor_to(p.consent.by),
-                "at": p.consent.at,
-            }
-            if p.consent
-            else None
-        ),
+        "consent": consent_to(p.consent) if p.consent else None,
         "off_session": p.off_session,
         "stripe_account_id": p.stripe_account_id,
         "stripe_customer_id": p.stripe_customer_id,
@@ -371,16 +347,7 @@ def payment_from(item: Item) -> Payment:
         receipt_email=item.get("receipt_email"),
         location_id=item.get("location_id"),
         save_card=bool(item.get("save_card")),
-        consent=(
-            Consent(
-                bool(consent["agreed"]),
-                str(consent["wording_version"]),
-                actor_from(consent["by"]),
-                str(consent["at"]),
-            )
-            if consent
-            else None
-        ),
+        consent=consent_from(consent) if consent else None,
         off_session=bool(item.get("off_session")),
         stripe_account_id=item.get("stripe_account_id"),
         stripe_customer_id=item.get("stripe_customer_id"),
@@ -551,21 +518,11 @@ def account_from(item: Item) -> StripeAccount:
 
 
 def consent_to(consent: Consent) -> Item:
-    return {
-        "agreed": consent.agreed,
-        "wording_version": consent.wording_version,
-        "by": actor_to(consent.by),
-        "at": consent.at,
-    }
+    return _record_to(consent)
 
 
 def consent_from(item: Item) -> Consent:
-    return Consent(
-        bool(item["agreed"]),
-        str(item["wording_version"]),
-        actor_from(item["by"]),
-        str(item["at"]),
-    )
+    return _record_from(Consent, item)
 
 
 def card_setup_to_item(setup: CardSetup) -> Item:
