@@ -21,7 +21,7 @@ from decimal import Decimal
 
 import pytest
 from clinic_payments.adapters.dynamo_repository import DynamoPaymentsRepository
-from clinic_payments.domain.credit_lots import add_to_lot, plan_from_lot, plan_oldest_first, take
+from clinic_payments.domain.credit.lots import add_to_lot, plan_from_lot, plan_oldest_first, take
 from clinic_payments.domain.errors import ConflictError, StaleWriteError, ValidationError
 from clinic_payments.domain.ids import new_id
 from clinic_payments.domain.model import (
@@ -572,9 +572,14 @@ class TestInvoiceStore:
         assert repo.get_invoice(new_id("clinic"), acct.patient_id, invoice.id) is None
         assert repo.all_invoices(acct.clinic_id, new_id("pat")) == []
 
-    # Not in this suite: a second put_new_invoice under an id that exists. The fake raises the
-    # domain's ConflictError; the adapter lets botocore's TransactionCanceledException out
-    # (ClientError), unlike every other conditional write it maps. Reported, not asserted.
+    def test_an_invoice_id_is_put_once(self, repo: PaymentsRepository, acct: Account) -> None:
+        invoice = make_invoice(acct, 4500)
+        repo.put_new_invoice(invoice)
+
+        with pytest.raises(ConflictError):
+            repo.put_new_invoice(replace(invoice, memo="a second invoice under the same id"))
+        assert stored_invoice(repo, invoice) == invoice
+        assert at_a_glance(repo.get_summary(acct.clinic_id, acct.patient_id))[:2] == (1, 4500)
 
     def test_invoices_are_listed_newest_first_a_page_at_a_time(
         self, repo: PaymentsRepository, acct: Account
@@ -781,10 +786,27 @@ class TestInvoiceStore:
 
 
 class TestPaymentStore:
-    # Not in this suite: stop_tracking, set_dispute and record_refund (read with no refunds) on
-    # a payment that is not stored. The fake does nothing (record_refund: StaleWriteError);
-    # the adapter's unconditional updates write a partial PAYMENT# item, and all_payments then
-    # fails on it (KeyError 'id'). Reported, not asserted.
+    def test_writes_about_a_payment_not_recorded_leave_no_trace(
+        self, repo: PaymentsRepository, acct: Account
+    ) -> None:
+        """An update names its item by key and would create it: each write about a payment
+        is conditional on the payment being there, so none makes a stub of one."""
+        invoice = make_invoice(acct, 3000)
+        repo.put_new_invoice(invoice)
+        ghost = make_payment(acct, 3000, status=PaymentStatus.SUCCEEDED)
+
+        repo.stop_tracking(ghost)
+        repo.set_dispute(
+            ghost,
+            Dispute(new_id("dp"), 3000, "needs_response", "fraudulent", T2),
+            [Allocation(invoice.id, 3000)],
+        )
+        with pytest.raises(StaleWriteError):
+            repo.record_refund(refund(ghost, []))
+
+        assert repo.get_payment(acct.clinic_id, acct.patient_id, ghost.id) is None
+        assert repo.all_payments(acct.clinic_id, acct.patient_id) == []
+        assert stored_invoice(repo, invoice).amount_at_risk == 0
 
     def test_a_payment_is_put_once_and_reads_back_as_put(
         self, repo: PaymentsRepository, acct: Account
@@ -1875,6 +1897,16 @@ class TestIdempotencyStore:
         assert repo.begin_request(scope, "hash-2", "pay_2", LOCKED) == (first, False)
         repo.release_request(scope)
         assert repo.begin_request(scope, "hash-2", "pay_2", LOCKED) == (first, False)
+
+    def test_completing_a_request_never_begun_does_nothing(
+        self, repo: PaymentsRepository, acct: Account
+    ) -> None:
+        scope = f"{acct.clinic_id}:{new_id('key')}"
+        repo.complete_request(scope, 201, '{"id": "pay_0"}')
+        assert repo.begin_request(scope, "hash-1", "pay_1", LOCKED) == (
+            IdempotencyRecord("hash-1", "pay_1", completed=False, fresh=True),
+            True,
+        )
 
     def test_releasing_a_request_never_begun_does_nothing(
         self, repo: PaymentsRepository, acct: Account

@@ -914,10 +914,7 @@ class InMemoryPaymentsRepository:
         self._maybe_fail("complete_request")
         item = self.idempotency.get(scope)
         if item is None:
-            # DynamoDB's update_item creates the item; it then has no hash and no lock.
-            now = int(self._epoch_seconds())
-            item = _IdempotencyItem("", "", False, 0, now + IDEMPOTENCY_RETENTION_SECONDS)
-            self.idempotency[scope] = item
+            return  # never claimed (or expired): nothing to complete, as in the adapter
         item.completed = True
         item.status_code = status_code
         item.body = body

@@ -75,8 +75,13 @@ class DynamoIdempotency(OnTable):
         return record, taken
 
     def complete_request(self, scope: str, status_code: int, body: str) -> None:
+        """The answer of a request this key claimed (begin_request); a key never claimed, or
+        expired, is left alone (an update would create a record with no hash and no lock)."""
         update = answer_update(self._t.name, RequestAnswer(scope, status_code, body))
-        self._t.client.update_item(**update)
+        self._t.update_if(
+            **{k: v for k, v in update.items() if k != "TableName"},
+            ConditionExpression="attribute_exists(pk)",
+        )
 
     def release_request(self, scope: str) -> None:
         # Unknown outcome (a 5xx): let the client's retry run again, on the same resource id.

@@ -114,7 +114,16 @@ class DynamoInvoices(OnTable):
             if invoice.is_payable
             else SummaryChange(pk),
         }
-        self._t.transact([{"Put": put}])
+        try:
+            self._t.transact([{"Put": put}])
+        except ClientError as exc:
+            if (refused := refusal(exc)) is None:
+                raise
+            if refused.failed(0):
+                raise ConflictError("An invoice with this id exists.") from exc
+            raise ServiceUnavailableError(
+                "The service is busy; nothing was changed. Retry shortly."
+            ) from exc
 
     def get_invoice(self, clinic_id: str, patient_id: str, invoice_id: str) -> Invoice | None:
         item = self._t.get(patient_pk(clinic_id, patient_id), invoice_sk(invoice_id))

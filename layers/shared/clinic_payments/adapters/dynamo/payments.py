@@ -357,7 +357,8 @@ class DynamoPayments(OnTable):
             # Planned against the refunds read: any other refund since (or this one, recorded
             # by the webhook meanwhile) makes the service read again.
             "ConditionExpression": (
-                "attribute_not_exists(refund_keys) OR size(refund_keys) = :seen"
+                "attribute_exists(pk) AND (attribute_not_exists(refund_keys) "
+                "OR size(refund_keys) = :seen)"
                 if seen == 0
                 else "size(refund_keys) = :seen"
             ),
@@ -442,6 +443,8 @@ class DynamoPayments(OnTable):
                     "TableName": self._t.name,
                     "Key": key_of(payment),
                     "UpdateExpression": "SET dispute = :dispute",
+                    # Only on a payment that is recorded (an update would create a stub).
+                    "ConditionExpression": "attribute_exists(pk)",
                     "ExpressionAttributeValues": values({":dispute": codec.dispute_to(dispute)}),
                 }
             }
@@ -457,7 +460,14 @@ class DynamoPayments(OnTable):
                     }
                 }
             )
-        self._t.transact(items)
+        try:
+            self._t.transact(items)
+        except ClientError as exc:
+            if (refused := refusal(exc)) is None:
+                raise
+            if refused.failed(0):
+                return  # no such payment: nothing to record it on, and nothing was written
+            raise StaleWriteError("A concurrent transaction touched the payment.") from exc
 
     def record_card_details(
         self, link: StripeObjectLink, intent_id: str, card: CardSummary
@@ -481,6 +491,9 @@ class DynamoPayments(OnTable):
         ]
 
     def stop_tracking(self, payment: Payment) -> None:
-        self._t.client.update_item(
-            TableName=self._t.name, Key=key_of(payment), UpdateExpression="REMOVE gsi1pk, gsi1sk"
+        # A payment that is not recorded has nothing to drop (an update would create a stub).
+        self._t.update_if(
+            Key=key_of(payment),
+            UpdateExpression="REMOVE gsi1pk, gsi1sk",
+            ConditionExpression="attribute_exists(pk)",
         )
