@@ -177,6 +177,14 @@ SAMPLES = [
         {**PATIENT_PARAMS, "payment_id": PAYMENT},
     ),
     Sample(
+        "list_payments.json",
+        "GET",
+        "/v1/clinics/{clinic_id}/patients/{patient_id}/payments",
+        PATIENT_CALLER,
+        PATIENT_PARAMS,
+        query={"limit": "25"},
+    ),
+    Sample(
         "pay_invoice.json",
         "POST",
         "/v1/clinics/{clinic_id}/patients/{patient_id}/payments",

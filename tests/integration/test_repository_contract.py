@@ -833,6 +833,33 @@ class TestPaymentStore:
         assert sorted(listed, key=lambda p: p.id) == [payment, other]
         assert repo.all_payments(acct.clinic_id, new_id("pat")) == []
 
+    def test_payments_are_listed_newest_first_a_page_at_a_time(
+        self, repo: PaymentsRepository, acct: Account
+    ) -> None:
+        made = [make_payment(acct, 1000 * (n + 1)) for n in range(5)]
+        for payment in made:
+            assert repo.put_new_payment(payment)
+        newest_first = made[::-1]
+
+        pages: list[list[Payment]] = []
+        cursor: str | None = None
+        while True:
+            page = repo.list_payments(acct.clinic_id, acct.patient_id, 2, cursor)
+            pages.append(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert pages == [newest_first[0:2], newest_first[2:4], newest_first[4:5]]
+
+        whole = repo.list_payments(acct.clinic_id, acct.patient_id, 5, None)
+        assert (whole.items, whole.next_cursor) == (newest_first, None)
+        empty = repo.list_payments(acct.clinic_id, new_id("pat"), 5, None)
+        assert (empty.items, empty.next_cursor) == ([], None)
+        invoices_cursor = base64.urlsafe_b64encode(b"INVOICE#inv_1").decode().rstrip("=")
+        for bad in ("not a cursor!", invoices_cursor):
+            with pytest.raises(ValidationError):
+                repo.list_payments(acct.clinic_id, acct.patient_id, 2, bad)
+
     def test_attaching_an_intent_links_it_once(
         self, repo: PaymentsRepository, acct: Account
     ) -> None:

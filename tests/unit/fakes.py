@@ -732,6 +732,19 @@ class InMemoryPaymentsRepository:
             c: v for (k1, k2, c), v in self.credits.items() if (k1, k2) == (clinic_id, patient_id)
         }
 
+    def list_payments(
+        self, clinic_id: str, patient_id: str, limit: int, cursor: str | None
+    ) -> Page[Payment]:
+        self._maybe_fail("list_payments")
+        stored = self.payments.get((clinic_id, patient_id), {})
+        payments = sorted(stored.values(), key=lambda p: p.id, reverse=True)
+        if cursor:
+            after = _decode_cursor(cursor, "PAYMENT#")
+            payments = [p for p in payments if f"PAYMENT#{p.id}" < after]
+        page = [copy.deepcopy(p) for p in payments[:limit]]
+        more = len(payments) > limit
+        return Page(page, _encode_cursor(f"PAYMENT#{page[-1].id}") if more and page else None)
+
     def list_ledger(
         self,
         clinic_id: str,

@@ -277,6 +277,11 @@ class PaymentOut(BaseModel):
     dispute: DisputeOut | None = None
 
 
+class PaymentListOut(BaseModel):
+    items: list[PaymentOut]
+    next_cursor: str | None
+
+
 class SavedCardConsentOut(BaseModel):
     wording_version: str
     by: ActorOut

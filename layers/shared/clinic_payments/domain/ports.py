@@ -355,6 +355,13 @@ class PaymentStore(Protocol):
         """Drop a payment from the reconciler's pending index (abandoned by the payer)."""
         ...
 
+    def list_payments(
+        self, clinic_id: str, patient_id: str, limit: int, cursor: str | None
+    ) -> Page[Payment]:
+        """A patient's payments, newest first, a page at a time (ValidationError: a cursor
+        this listing did not make)."""
+        ...
+
     def all_payments(self, clinic_id: str, patient_id: str) -> list[Payment]: ...
 
 

@@ -36,6 +36,7 @@ from clinic_payments.domain.model import (
     Credit,
     Dispute,
     Failure,
+    Page,
     Payment,
     PaymentStatus,
 )
@@ -177,6 +178,17 @@ class DynamoPayments(OnTable):
     def get_payment(self, clinic_id: str, patient_id: str, payment_id: str) -> Payment | None:
         item = self._t.get(patient_pk(clinic_id, patient_id), payment_sk(payment_id))
         return codec.payment_from(item) if item else None
+
+    def list_payments(
+        self, clinic_id: str, patient_id: str, limit: int, cursor: str | None
+    ) -> Page[Payment]:
+        # Payment ids are ULIDs: their sort keys are in the order the payments were made.
+        pk = patient_pk(clinic_id, patient_id)
+        named = values({":pk": pk, ":prefix": "PAYMENT#"})
+        items, next_cursor = self._t.page(
+            {"ExpressionAttributeValues": named}, pk, "PAYMENT#", limit, cursor
+        )
+        return Page([codec.payment_from(i) for i in items], next_cursor)
 
     def all_payments(self, clinic_id: str, patient_id: str) -> list[Payment]:
         items = self._t.query_all(patient_pk(clinic_id, patient_id), "PAYMENT#")

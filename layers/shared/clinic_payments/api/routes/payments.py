@@ -1,11 +1,12 @@
-"""Payment routes: pay invoices (card, saved card, cash, check), read a payment."""
+"""Payment routes: pay invoices (card, saved card, cash, check), read a payment and a
+patient's payment history."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.depends import Depends
-from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from clinic_payments.api.auth import PATIENT_OR_STAFF, STAFF, current_caller, guarded
@@ -15,7 +16,12 @@ from clinic_payments.api.idempotency import (
     resource_id,
     resource_is_fresh,
 )
-from clinic_payments.api.models import CreatePaymentRequest, PaymentOut, RefundRequest
+from clinic_payments.api.models import (
+    CreatePaymentRequest,
+    PaymentListOut,
+    PaymentOut,
+    RefundRequest,
+)
 from clinic_payments.api.observability import count_payment, logger, metrics
 from clinic_payments.api.presenters import may_see_client_secret, payment_out
 from clinic_payments.api.routes._common import PATIENT, ok, responses
@@ -139,6 +145,30 @@ def refund_router() -> APIGatewayHttpRouter:
 
 def payment_reader() -> APIGatewayHttpRouter:
     router = APIGatewayHttpRouter()
+
+    @router.get(
+        f"{PATIENT}/payments",
+        middlewares=[*guarded(*PATIENT_OR_STAFF)],
+        tags=["Payments"],
+        summary="A patient's payments, newest first",
+        responses=responses(200, PaymentListOut, 401, 403, 404, 422),
+    )
+    def list_payments(
+        clinic_id: str,
+        patient_id: str,
+        limit: Annotated[int, Query(ge=1, le=100)] = 25,
+        cursor: Annotated[str | None, Query(max_length=512)] = None,
+        *,
+        service: Annotated[PaymentService, Depends(payments)],
+    ) -> Any:
+        page = service.history(clinic_id, patient_id, limit, cursor)
+        caller = current_caller(router)
+        return ok(
+            PaymentListOut(
+                items=[payment_response(p, caller) for p in page.items],
+                next_cursor=page.next_cursor,
+            )
+        )
 
     @router.get(
         f"{PATIENT}/payments/<payment_id>",

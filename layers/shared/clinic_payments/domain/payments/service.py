@@ -42,6 +42,7 @@ from clinic_payments.domain.model import (
     InvoicePaymentRef,
     LedgerEntry,
     LedgerEntryType,
+    Page,
     Payment,
     PaymentMethodType,
     PaymentPurpose,
@@ -136,6 +137,12 @@ class PaymentService:
         if payment is None:
             raise NotFoundError("Payment not found.")
         return payment
+
+    def history(
+        self, clinic_id: str, patient_id: str, limit: int, cursor: str | None
+    ) -> Page[Payment]:
+        """The patient's payment history, newest first: every payment, whatever its status."""
+        return self._repo.list_payments(clinic_id, patient_id, limit, cursor)
 
     # -- creating ------------------------------------------------------------------------
 
