@@ -51,8 +51,15 @@ HeaderText = Annotated[
 ]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Model(BaseModel):
+    """Every request and response model. Its validator is built on first use, not at import:
+    a function builds the models of its own routes only (cold start), never the other 50."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class Strict(Model):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # -- requests -----------------------------------------------------------------------------
@@ -165,12 +172,12 @@ class StripeAccountRequest(Strict):
 # -- responses ----------------------------------------------------------------------------
 
 
-class ActorOut(BaseModel):
+class ActorOut(Model):
     sub: str
     role: str
 
 
-class InvoiceLineOut(BaseModel):
+class InvoiceLineOut(Model):
     id: str
     description: str
     service_date: str | None
@@ -181,14 +188,14 @@ class InvoiceLineOut(BaseModel):
     tax_amount: int
 
 
-class InvoicePaymentOut(BaseModel):
+class InvoicePaymentOut(Model):
     payment_id: str
     amount: int
     method: str
     at: str
 
 
-class InvoiceOut(BaseModel):
+class InvoiceOut(Model):
     id: str
     number: str
     clinic_id: str
@@ -210,44 +217,44 @@ class InvoiceOut(BaseModel):
     amount_at_risk: int = 0
 
 
-class InvoiceSummaryOut(BaseModel):
+class InvoiceSummaryOut(Model):
     outstanding_count: int
     outstanding_amount: int
     currency: str
     available_credit: int
 
 
-class InvoiceListOut(BaseModel):
+class InvoiceListOut(Model):
     items: list[InvoiceOut]
     next_cursor: str | None
     summary: InvoiceSummaryOut
 
 
-class AllocationOut(BaseModel):
+class AllocationOut(Model):
     invoice_id: str
     amount: int
 
 
-class CardOut(BaseModel):
+class CardOut(Model):
     id: str
     brand: str | None
     last4: str | None
 
 
-class FailureOut(BaseModel):
+class FailureOut(Model):
     code: str | None
     decline_code: str | None
     message: str
 
 
-class ConsentOut(BaseModel):
+class ConsentOut(Model):
     agreed: bool
     wording_version: str
     by: ActorOut
     at: str
 
 
-class PaymentOut(BaseModel):
+class PaymentOut(Model):
     id: str
     status: str
     method: str
@@ -277,18 +284,18 @@ class PaymentOut(BaseModel):
     dispute: DisputeOut | None = None
 
 
-class PaymentListOut(BaseModel):
+class PaymentListOut(Model):
     items: list[PaymentOut]
     next_cursor: str | None
 
 
-class SavedCardConsentOut(BaseModel):
+class SavedCardConsentOut(Model):
     wording_version: str
     by: ActorOut
     at: str
 
 
-class SavedCardOut(BaseModel):
+class SavedCardOut(Model):
     id: str
     brand: str | None
     last4: str | None
@@ -297,18 +304,18 @@ class SavedCardOut(BaseModel):
     consent: SavedCardConsentOut | None
 
 
-class SavedCardListOut(BaseModel):
+class SavedCardListOut(Model):
     items: list[SavedCardOut]
     next_cursor: str | None = None  # every card is in the one page
 
 
-class CardSetupOut(BaseModel):
+class CardSetupOut(Model):
     setup_intent_id: str
     client_secret: str | None
     publishable_key: str | None
 
 
-class StripeAccountOut(BaseModel):
+class StripeAccountOut(Model):
     account_id: str
     name: str
     status: str
@@ -322,11 +329,11 @@ class StripeAccountOut(BaseModel):
     updated_by: ActorOut
 
 
-class StripeAccountListOut(BaseModel):
+class StripeAccountListOut(Model):
     items: list[StripeAccountOut]
 
 
-class SettingsOut(BaseModel):
+class SettingsOut(Model):
     clinic_id: str
     clinic_name: str
     currency: str
@@ -340,18 +347,18 @@ class SettingsOut(BaseModel):
     card_on_file_wording_version: str
 
 
-class CardOnFileTermsOut(BaseModel):
+class CardOnFileTermsOut(Model):
     wording_version: str
     text: str
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Model):
     code: str
     message: str
     details: list[dict[str, object]]
 
 
-class ErrorOut(BaseModel):
+class ErrorOut(Model):
     error: ErrorBody
 
 
@@ -378,7 +385,7 @@ class AdjustmentRequest(Strict):
     currency: Currency | None = None
 
 
-class ActivityOut(BaseModel):
+class ActivityOut(Model):
     id: str
     type: str
     amount: int
@@ -391,7 +398,7 @@ class ActivityOut(BaseModel):
     at: str
 
 
-class CreditLotOut(BaseModel):
+class CreditLotOut(Model):
     """What is left of one source of credit (a payment's or top-up's id, an adjustment's)."""
 
     id: str
@@ -399,7 +406,7 @@ class CreditLotOut(BaseModel):
     at: str
 
 
-class CreditOut(BaseModel):
+class CreditOut(Model):
     currency: str
     balance: int
     # Oldest first, the order credit is spent in; they sum to the balance.
@@ -418,7 +425,7 @@ class RefundRequest(Strict):
     take_credit_first: Annotated[bool, Field(strict=True)] = False
 
 
-class RefundOut(BaseModel):
+class RefundOut(Model):
     id: str
     amount: int
     reason: str
@@ -437,7 +444,7 @@ class RefundOut(BaseModel):
     returned_to_credit: int = 0
 
 
-class DisputeOut(BaseModel):
+class DisputeOut(Model):
     id: str
     amount: int
     status: str
@@ -455,7 +462,7 @@ class PaymentRequestCreate(Strict):
     expires_in_days: Annotated[int, Field(strict=True, ge=1, le=MAX_PAY_LINK_DAYS)] = 14
 
 
-class PaymentRequestOut(BaseModel):
+class PaymentRequestOut(Model):
     id: str
     invoice_id: str
     email: str
@@ -469,7 +476,7 @@ class PayLinkPaymentRequest(Strict):
     receipt_email: Email | None = None
 
 
-class AmountOwedOut(BaseModel):
+class AmountOwedOut(Model):
     clinic_name: str
     invoice_number: str
     balance_due: int
@@ -477,7 +484,7 @@ class AmountOwedOut(BaseModel):
     due_date: str | None
 
 
-class PayLinkPaymentOut(BaseModel):
+class PayLinkPaymentOut(Model):
     payment_id: str
     status: str
     amount: int
@@ -488,18 +495,18 @@ class PayLinkPaymentOut(BaseModel):
     publishable_key: str | None
 
 
-class ReceiptCardOut(BaseModel):
+class ReceiptCardOut(Model):
     brand: str | None
     last4: str | None
 
 
-class ReceiptLineOut(BaseModel):
+class ReceiptLineOut(Model):
     invoice_id: str
     invoice_number: str | None
     amount: int
 
 
-class ReceiptOut(BaseModel):
+class ReceiptOut(Model):
     payment_id: str
     confirmation_number: str
     clinic_name: str

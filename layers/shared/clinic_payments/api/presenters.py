@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -26,7 +26,6 @@ from clinic_payments.api.models import (
     SettingsOut,
     StripeAccountOut,
 )
-from clinic_payments.domain.documents import Receipt
 from clinic_payments.domain.model import (
     Actor,
     Caller,
@@ -38,8 +37,12 @@ from clinic_payments.domain.model import (
     SavedCard,
     StripeAccount,
 )
-from clinic_payments.domain.paylinks import AmountOwed
 from clinic_payments.domain.ports import PaymentRequestRecord
+
+if TYPE_CHECKING:
+    # Named for typing only: a function that renders no receipt or pay link loads neither.
+    from clinic_payments.domain.documents import Receipt
+    from clinic_payments.domain.paylinks import AmountOwed
 
 _M = TypeVar("_M", bound=BaseModel)
 
