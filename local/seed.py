@@ -26,7 +26,9 @@ DEMO_STRIPE_ACCOUNT: dict[str, Any] = {
 
 DEMO_SETTINGS: dict[str, Any] = {
     "clinic_name": "Demo Physiotherapy Clinic",
-    "currency": "usd",
+    # An Ontario clinic: Canadian dollars, HST, and the dates on its paperwork in Toronto time.
+    "currency": "cad",
+    "timezone": "America/Toronto",
     "accept_portal_payments": True,
     "allow_credit_topups": True,
     "email_pay_online_requests": True,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -103,6 +105,49 @@ def test_a_float_tax_percent_is_refused(clinic):
         body={"tax_rates": [{"id": "t", "name": "T", "percent": 13.5}]},
     )
     assert status == 422, body
+
+
+def test_a_clinics_time_zone_is_kept_and_dates_its_receipts(clinic):
+    status, settings = clinic.call("GET", SETTINGS, role="admin")
+    assert (status, settings["timezone"]) == (200, "UTC")  # a clinic that never set one
+    ontario = {**settings, "timezone": "America/Toronto"}
+    del ontario["clinic_id"]
+    status, body = clinic.call("PUT", SETTINGS, role="admin", body=ontario)
+    assert (status, body["timezone"]) == (200, "America/Toronto"), body
+
+    # A later PUT that leaves it out keeps it, as with the fee schedule.
+    without = {k: v for k, v in ontario.items() if k != "timezone"}
+    status, body = clinic.call("PUT", SETTINGS, role="admin", body=without)
+    assert (status, body["timezone"]) == (200, "America/Toronto"), body
+
+    invoice = clinic.create_invoice("pat_a", 5000)
+    status, payment = clinic.pay(
+        "pat_a",
+        {"method": "cash", "allocations": [{"invoice_id": invoice["id"]}]},
+        role="staff",
+    )
+    assert status == 201, payment
+    status, receipt = clinic.call(
+        "GET",
+        "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}/receipt",
+        {"patient_id": "pat_a", "payment_id": payment["id"]},
+        query={"format": "json"},
+    )
+    assert status == 200, receipt
+    moment = datetime.fromisoformat(payment["succeeded_at"].replace("Z", "+00:00"))
+    assert receipt["date_posted"] == (
+        moment.astimezone(ZoneInfo("America/Toronto")).date().isoformat()
+    )
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "", "Toronto", "../../etc/passwd", 5])
+def test_an_unknown_time_zone_is_refused_and_nothing_changes(clinic, zone):
+    status, body = clinic.call("PUT", SETTINGS, role="admin", body={"timezone": zone})
+    assert (status, body["error"]["code"]) == (422, "validation_error"), body
+    assert any(d["field"].endswith("timezone") for d in body["error"]["details"]), body
+    status, settings = clinic.call("GET", SETTINGS, role="admin")
+    assert settings["timezone"] == "UTC"
+    assert settings["tax_rates"]  # the refused PUT replaced nothing
 
 
 def test_card_on_file_terms_say_who_may_charge_the_card(clinic):

@@ -39,6 +39,7 @@ from clinic_payments.domain.model import (
 )
 from clinic_payments.domain.money import format_amount, format_money
 from clinic_payments.domain.printable import Table, Totals, plain_text
+from clinic_payments.domain.timeutil import is_timezone
 
 pytestmark = pytest.mark.unit
 
@@ -338,3 +339,62 @@ def test_wrapping_keeps_every_line_within_its_width() -> None:
 )
 def test_a_receipt_is_a_pdf_only_when_accept_prefers_one(accept: str, pdf: bool) -> None:
     assert prefers_pdf(accept) is pdf
+
+
+# -- the clinic's local date -------------------------------------------------------------------
+
+TORONTO = replace(SETTINGS, timezone="America/Toronto")
+
+
+def test_a_receipt_is_dated_on_the_clinics_local_day() -> None:
+    """A card taken at 8 pm in Toronto (01:00 UTC the next day) is posted that evening's date."""
+    evening = card_payment(succeeded_at="2026-11-21T01:00:00.000Z")
+    credit = Credit(0, "usd", 0)
+
+    assert compose_receipt(evening, {"inv_1": invoice()}, TORONTO, credit).date_posted == (
+        "2026-11-20"
+    )
+    assert compose_receipt(evening, {"inv_1": invoice()}, SETTINGS, credit).date_posted == (
+        "2026-11-21"
+    )
+    # The moment itself is kept as it was, in UTC.
+    receipt = compose_receipt(evening, {"inv_1": invoice()}, TORONTO, credit)
+    assert receipt.succeeded_at == "2026-11-21T01:00:00.000Z"
+
+
+def test_an_invoices_dates_are_the_clinics_local_days() -> None:
+    late = invoice(
+        created_at="2026-11-20T03:00:00.000Z",  # 22:00 on the 19th in Toronto
+        payments=[
+            InvoicePaymentRef("pay_01kq3abcdefghjkmn", 5000, "cash", "2026-11-22T04:30:00.000Z")
+        ],
+        status=InvoiceStatus.PAID,
+        paid_at="2026-11-22T04:30:00.000Z",
+    )
+    document = invoice_document(late, TORONTO)
+    assert ("Date issued", "2026-11-19") in document.facts
+    assert ("Paid on", "2026-11-21") in document.facts
+    payments = document.blocks[2]
+    assert isinstance(payments, Table)
+    assert payments.rows[0][0] == "2026-11-21"
+    # Service dates are the dates staff wrote: never moved.
+    services = document.blocks[0]
+    assert isinstance(services, Table)
+    assert services.rows[0][0] == "2026-11-20"
+
+
+@pytest.mark.parametrize(
+    ("name", "known"),
+    [
+        ("America/Toronto", True),
+        ("Europe/Paris", True),
+        ("UTC", True),
+        ("Mars/Olympus_Mons", False),
+        ("EST5EDT ", False),
+        ("../etc/passwd", False),
+        ("/usr/share/zoneinfo/UTC", False),
+        ("", False),
+    ],
+)
+def test_only_iana_time_zone_names_are_taken(name: str, known: bool) -> None:
+    assert is_timezone(name) is known

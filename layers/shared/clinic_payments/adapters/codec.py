@@ -453,6 +453,7 @@ def settings_to_item(s: ClinicSettings) -> Item:
         "tax_rates": [{"id": t.id, "name": t.name, "percent": str(t.percent)} for t in s.tax_rates],
         "locations": [{"id": loc.id, "name": loc.name} for loc in s.locations],
         "card_on_file_wording_version": s.card_on_file_wording_version,
+        "timezone": s.timezone,
     }
 
 
@@ -475,6 +476,7 @@ def settings_from(item: Item) -> ClinicSettings:
         ],
         locations=[Location(str(loc["id"]), str(loc["name"])) for loc in item.get("locations", [])],
         card_on_file_wording_version=str(item.get("card_on_file_wording_version") or "2026-11-01"),
+        timezone=str(item.get("timezone") or "UTC"),  # settings saved before time zones
     )
 
 

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from clinic_payments.domain.money import MAX_AMOUNT, is_stripe_currency
+from clinic_payments.domain.timeutil import is_timezone
 
 Amount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
 SignedAmount = Annotated[int, Field(strict=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
@@ -156,6 +157,15 @@ class SettingsRequest(Strict):
     card_on_file_wording_version: (
         Annotated[str, StringConstraints(min_length=1, max_length=64)] | None
     ) = None
+    # An IANA time zone (e.g. "America/Toronto"); left out, the clinic's current one stays.
+    timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is not None and not is_timezone(value):
+            raise ValueError("must be an IANA time zone name, such as America/Toronto")
+        return value
 
 
 class StripeAccountRequest(Strict):
@@ -345,6 +355,7 @@ class SettingsOut(Model):
     tax_rates: list[dict[str, str]]
     locations: list[dict[str, str]]
     card_on_file_wording_version: str
+    timezone: str
 
 
 class CardOnFileTermsOut(Model):

@@ -143,6 +143,7 @@ def settings_out(s: ClinicSettings) -> SettingsOut:
         tax_rates=[{"id": t.id, "name": t.name, "percent": str(t.percent)} for t in s.tax_rates],
         locations=[{"id": loc.id, "name": loc.name} for loc in s.locations],
         card_on_file_wording_version=s.card_on_file_wording_version,
+        timezone=s.timezone,
     )
 
 

@@ -46,6 +46,7 @@ from clinic_payments.domain.printable import (
     Totals,
     plain_text,
 )
+from clinic_payments.domain.timeutil import local_date
 
 # -- receipts -------------------------------------------------------------------------------
 
@@ -64,7 +65,7 @@ class Receipt:
     patient_id: str
     clinic_name: str
     confirmation_number: str
-    date_posted: str  # the UTC date the payment succeeded, YYYY-MM-DD
+    date_posted: str  # the clinic's local date the payment succeeded, YYYY-MM-DD
     succeeded_at: str
     purpose: PaymentPurpose
     amount: int  # applied to invoices and credit
@@ -102,7 +103,7 @@ def compose_receipt(
         patient_id=payment.patient_id,
         clinic_name=settings.clinic_name,
         confirmation_number=payment.confirmation_number or confirmation_number(payment.id),
-        date_posted=payment.succeeded_at[:10],
+        date_posted=local_date(payment.succeeded_at, settings.timezone),
         succeeded_at=payment.succeeded_at,
         purpose=payment.purpose,
         amount=total - payment.fee_amount,
@@ -199,17 +200,21 @@ STATUS_LABELS = {
 
 def invoice_document(invoice: Invoice, settings: ClinicSettings) -> PrintableDocument:
     cur = invoice.currency
+
+    def day(at: str) -> str:
+        return local_date(at, settings.timezone)
+
     facts = [
         ("Invoice number", invoice.number),
-        ("Date issued", invoice.created_at[:10]),
+        ("Date issued", day(invoice.created_at)),
         ("Due date", invoice.due_date or "On receipt"),
         ("Status", STATUS_LABELS[invoice.status]),
         ("Currency", cur.upper()),
     ]
     if invoice.paid_at:
-        facts.append(("Paid on", invoice.paid_at[:10]))
+        facts.append(("Paid on", day(invoice.paid_at)))
     if invoice.voided_at:
-        facts.append(("Voided on", invoice.voided_at[:10]))
+        facts.append(("Voided on", day(invoice.voided_at)))
     rows = []
     for line in invoice.lines:
         tax = ""
@@ -257,7 +262,7 @@ def invoice_document(invoice: Invoice, settings: ClinicSettings) -> PrintableDoc
         ],
         rows=[
             [
-                ref.at[:10],
+                day(ref.at),
                 ref.method.capitalize(),
                 confirmation_number(ref.payment_id),
                 format_amount(ref.amount, cur),

@@ -91,6 +91,8 @@ class ClinicSettings:
     tax_rates: list[TaxRate] = field(default_factory=list)
     locations: list[Location] = field(default_factory=list)
     card_on_file_wording_version: str = "2026-11-01"
+    # IANA name: the dates printed on receipts and invoices are the clinic's local dates.
+    timezone: str = "UTC"
 
     def tax_rate(self, tax_rate_id: str) -> TaxRate | None:
         return next((t for t in self.tax_rates if t.id == tax_rate_id), None)

@@ -52,7 +52,7 @@ from clinic_payments.domain.ports import (
     PaymentStore,
     SigningKey,
 )
-from clinic_payments.domain.timeutil import from_iso, to_iso
+from clinic_payments.domain.timeutil import from_iso, local_date, to_iso
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class AmountOwed:
 
 
 def pay_request_email(
-    owed: AmountOwed, url: str, expires_at: str, to: str, sender_name: str
+    owed: AmountOwed, url: str, expires_at: str, to: str, sender_name: str, timezone: str = "UTC"
 ) -> OutgoingEmail:
     clinic = owed.clinic_name or "Your clinic"
     amount = format_money(owed.balance_due, owed.currency)
@@ -165,7 +165,8 @@ def pay_request_email(
         f"{clinic} has sent you a request to pay invoice {owed.invoice_number} online.\n\n"
         f"Amount due: {amount}{due}\n\n"
         f"Pay securely by card: {url}\n\n"
-        f"This link can be used until {expires_at[:10]} and pays this invoice only.\n"
+        f"This link can be used until {local_date(expires_at, timezone)} and pays this invoice "
+        "only.\n"
     )
     return OutgoingEmail(
         to=to,
@@ -229,7 +230,9 @@ class PayLinkService:
         url = f"{self._base_url}/pay/{sign_pay_link(link, self._key.get())}"
         owed = self._owed(settings, invoice)
         self._email.send(
-            pay_request_email(owed, url, link.expires_at_iso, email, settings.clinic_name)
+            pay_request_email(
+                owed, url, link.expires_at_iso, email, settings.clinic_name, settings.timezone
+            )
         )
         record = PaymentRequestRecord(
             id=request_id,

@@ -82,6 +82,7 @@ def admin_router() -> APIGatewayHttpRouter:
             card_on_file_wording_version=(
                 request.card_on_file_wording_version or current.card_on_file_wording_version
             ),
+            timezone=request.timezone or current.timezone,
         )
         return ok(settings_out(service.put_settings(settings)))
 
