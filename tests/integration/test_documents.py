@@ -207,6 +207,45 @@ def test_a_cash_receipt_shows_the_credit_added_and_the_credit_left(clinic):
     clinic.check_invariant("pat_a")
 
 
+def test_a_receipt_shows_the_credit_balance_as_it_was_right_after_its_payment(clinic):
+    """A receipt is a snapshot: credit spent or added later does not change what an earlier
+    receipt says was left (it used to read the balance of the moment it was asked for)."""
+    first = clinic.create_invoice("pat_a", 3000)
+    earlier = cash(  # pays the first, 500 to credit
+        clinic, "pat_a", {"amount": 3500, "allocations": [{"invoice_id": first["id"]}]}
+    )
+    second = clinic.create_invoice("pat_a", 2000)
+    later = cash(  # pays the second, 2000 more to credit: 2500 in all
+        clinic, "pat_a", {"amount": 4000, "allocations": [{"invoice_id": second["id"]}]}
+    )
+    third = clinic.create_invoice("pat_a", 2500)
+    status, body = clinic.call(
+        "POST",
+        "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices/{invoice_id}/apply-credit",
+        {"patient_id": "pat_a", "invoice_id": third["id"]},
+        body={"amount": 2500},
+        headers={"Idempotency-Key": "spend-it-all"},
+    )
+    assert status == 200, body  # every credit spent: the balance now is 0
+
+    status, body = receipt(clinic, earlier["id"])
+    assert (status, body["credit_added"], body["credit_balance"]) == (200, 500, 500), body
+    status, body = receipt(clinic, later["id"])
+    assert (status, body["credit_added"], body["credit_balance"]) == (200, 2000, 2500), body
+    pdf = pdf_text(
+        pdf_of(
+            raw_get(
+                clinic,
+                RECEIPT,
+                {"patient_id": "pat_a", "payment_id": later["id"]},
+                headers={"Accept": "application/pdf"},
+            )
+        )
+    )
+    assert "25.00" in pdf
+    clinic.check_invariant("pat_a")
+
+
 def test_a_check_payment_has_a_receipt_with_its_reference(clinic):
     invoice = clinic.create_invoice("pat_a", 8000)
     status, payment = clinic.pay(

@@ -536,6 +536,7 @@ class InMemoryPaymentsRepository:
         stored.confirmation_number = p.confirmation_number
         stored.succeeded_at = p.succeeded_at
         stored.payment_method = self._charged_card(stored) or p.payment_method
+        stored.credit_balance_after = p.credit_balance_after
         stored.failure = None
         if write.link is not None:
             stored.stripe_payment_intent_id = p.stripe_payment_intent_id

@@ -311,6 +311,7 @@ def payment_to_item(p: Payment) -> Item:
         "refunds": [refund_to(r) for r in p.refunds],
         "refund_keys": [r.key for r in p.refunds],
         "dispute": dispute_to(p.dispute),
+        "credit_balance_after": p.credit_balance_after,
     }
     if awaits_outcome(p):
         item["gsi1pk"] = PENDING_PK
@@ -362,6 +363,7 @@ def payment_from(item: Item) -> Payment:
         amount_received=_int(item.get("amount_received")),
         refunds=[refund_from(r) for r in item.get("refunds") or []],
         dispute=dispute_from(item.get("dispute")),
+        credit_balance_after=_opt_int(item.get("credit_balance_after")),
     )
 
 

@@ -76,7 +76,7 @@ class Receipt:
     card: CardSummary | None
     paid: list[ReceiptLine]
     credit_added: int
-    credit_balance: int  # the patient's credit in this currency when the receipt was made
+    credit_balance: int  # the patient's credit in this currency right after the payment
     payer: Payer
     reference: str | None
     location_id: str | None
@@ -122,7 +122,11 @@ def compose_receipt(
             for a in payment.allocations
         ],
         credit_added=payment.credit_amount,
-        credit_balance=credit.balance,
+        credit_balance=(
+            payment.credit_balance_after
+            if payment.credit_balance_after is not None
+            else credit.balance  # settled before the balance was kept with the payment
+        ),
         payer=payment.payer,
         reference=payment.reference,
         location_id=payment.location_id,

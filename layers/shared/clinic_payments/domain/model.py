@@ -360,6 +360,9 @@ class Payment:
     amount_received: int = 0
     refunds: list[RefundRecord] = field(default_factory=list)
     dispute: Dispute | None = None
+    # The patient's credit in this currency right after the payment settled (its receipt is a
+    # snapshot); None for payments settled before it was kept.
+    credit_balance_after: int | None = None
 
     @property
     def refunded_amount(self) -> int:

@@ -133,13 +133,14 @@ def _settled_payment_item(table_name: str, write: SettlementWrite) -> dict[str, 
         ":at": p.succeeded_at,
         ":pm": codec.card_to(p.payment_method),
         ":null": None,
+        ":cba": p.credit_balance_after,
     }
     named.update({f":from{i}": s.value for i, s in enumerate(allowed)})
     expression = (
         "SET #status = :status, allocations = :alloc, credit_amount = :credit, "
         "fee_amount = :fee, amount_received = :received, "
         "confirmation_number = :conf, succeeded_at = :at, payment_method = :pm, "
-        "failure = :null"
+        "failure = :null, credit_balance_after = :cba"
     )
     condition = f"#status IN ({from_names})"
     if write.link is not None:

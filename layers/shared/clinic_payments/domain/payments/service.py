@@ -723,6 +723,9 @@ class PaymentService:
                 payment.clinic_id, payment.patient_id, payment.currency
             )
             credit = CreditChange(entry, seen, add_to_lot(seen, payment.id, settlement.credit, now))
+        # What the receipt will show as the credit balance: after this payment, as of now.
+        as_read = reads.credits.get(payment.currency)
+        balance_after = credit.new.balance if credit else (as_read.balance if as_read else None)
         final = replace(
             payment,
             status=PaymentStatus.SUCCEEDED,
@@ -734,6 +737,7 @@ class PaymentService:
             succeeded_at=now,
             failure=None,
             payment_method=(intent.payment_method if intent else None) or payment.payment_method,
+            credit_balance_after=balance_after,
         )
         return SettlementWrite(
             payment=final,
