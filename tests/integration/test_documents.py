@@ -319,6 +319,82 @@ def test_a_receipt_is_a_pdf_when_asked_by_accept_or_by_format(clinic):
     assert bad["statusCode"] == 422
 
 
+PROFILE = {
+    "legal_name": "Test Clinic Professional Corporation",
+    "address": "120 King St W\nToronto ON  M5H 1J9",
+    "phone": "416-555-0142",
+    "email": "billing@clinic.example",
+    "tax_registration_number": "123456789 RT0001",
+}
+
+
+def with_profile(clinic: Any) -> None:
+    settings = clinic.call("GET", "/v1/clinics/{clinic_id}/settings", role="admin")[1]
+    body = {k: v for k, v in settings.items() if k != "clinic_id"}
+    status, saved = clinic.call(
+        "PUT", "/v1/clinics/{clinic_id}/settings", role="admin", body={**body, "profile": PROFILE}
+    )
+    assert (status, saved["profile"]) == (200, PROFILE), saved
+
+
+def test_the_clinics_profile_is_on_its_receipts_and_invoices(clinic):
+    with_profile(clinic)
+    invoice = clinic.create_invoice(
+        "pat_a", 2500, bill_to={"name": "Jordan Lee (parent)", "address": "9 Elm St\nOakville ON"}
+    )
+    assert invoice["bill_to"] == {"name": "Jordan Lee (parent)", "address": "9 Elm St\nOakville ON"}
+    assert clinic.invoice("pat_a", invoice["id"])["bill_to"] == invoice["bill_to"]
+    payment = cash(clinic, "pat_a", {"allocations": [{"invoice_id": invoice["id"]}]})
+
+    status, body = receipt(clinic, payment["id"])
+    assert (status, body["clinic_profile"]) == (200, PROFILE), body
+    params = {"patient_id": "pat_a", "payment_id": payment["id"]}
+    text = pdf_text(pdf_of(raw_get(clinic, RECEIPT, params, query={"format": "pdf"})))
+    for expected in ("Test Clinic Professional Corporation", "Tax registration no. 123456789"):
+        assert expected in text, text
+    invoice_pdf = pdf_text(
+        pdf_of(
+            raw_get(
+                clinic,
+                "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices/{invoice_id}/pdf",
+                {"patient_id": "pat_a", "invoice_id": invoice["id"]},
+            )
+        )
+    )
+    for expected in ("Bill to", "Jordan Lee (parent), 9 Elm St, Oakville ON", "RT0001"):
+        assert expected in invoice_pdf, invoice_pdf
+
+
+def test_an_invoice_without_bill_to_has_none_and_a_bad_one_is_422(clinic):
+    invoice = clinic.create_invoice("pat_a", 1000)
+    assert invoice["bill_to"] is None
+    for bill_to in (
+        {"name": ""},
+        {"name": "A", "address": "1\n2\n3\n4\n5\n6\n7"},
+        {"name": "A\u0000"},
+    ):
+        status, body = clinic.call(
+            "POST",
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/invoices",
+            {"patient_id": "pat_a"},
+            body={
+                "lines": [{"description": "x", "unit_amount": 100, "quantity": 1}],
+                "bill_to": bill_to,
+            },
+        )
+        assert (status, body["error"]["code"]) == (422, "validation_error"), body
+
+
+def test_a_bad_profile_is_422_and_changes_nothing(clinic):
+    for profile in ({"email": "not an email"}, {"phone": "x" * 201}, {"legal_name": "a\tb"}):
+        status, body = clinic.call(
+            "PUT", "/v1/clinics/{clinic_id}/settings", role="admin", body={"profile": profile}
+        )
+        assert (status, body["error"]["code"]) == (422, "validation_error"), body
+    settings = clinic.call("GET", "/v1/clinics/{clinic_id}/settings", role="admin")[1]
+    assert settings["profile"]["legal_name"] == ""
+
+
 def test_a_receipt_pdf_of_a_payment_not_succeeded_is_a_409_in_json(clinic):
     invoice = clinic.create_invoice("pat_a", 1000)
     payment = start_card_payment(clinic, "pat_a", invoice["id"])

@@ -28,6 +28,7 @@ from clinic_payments.domain.model import (
     AccountStatus,
     Actor,
     Allocation,
+    BillTo,
     CardConsent,
     CardSetup,
     CardSummary,
@@ -571,6 +572,14 @@ class TestInvoiceStore:
         assert repo.get_invoice(acct.clinic_id, new_id("pat"), invoice.id) is None
         assert repo.get_invoice(new_id("clinic"), acct.patient_id, invoice.id) is None
         assert repo.all_invoices(acct.clinic_id, new_id("pat")) == []
+
+    def test_an_invoices_bill_to_reads_back_as_put(
+        self, repo: PaymentsRepository, acct: Account
+    ) -> None:
+        addressed = BillTo("Jordan Lee", "9 Elm St\nOakville")
+        invoice = replace(make_invoice(acct, 4500), bill_to=addressed)
+        repo.put_new_invoice(invoice)
+        assert stored_invoice(repo, invoice).bill_to == addressed
 
     def test_an_invoice_id_is_put_once(self, repo: PaymentsRepository, acct: Account) -> None:
         invoice = make_invoice(acct, 4500)

@@ -21,7 +21,9 @@ from clinic_payments.domain.ids import confirmation_number
 from clinic_payments.domain.model import (
     Actor,
     Allocation,
+    BillTo,
     CardSummary,
+    ClinicProfile,
     ClinicSettings,
     Credit,
     Invoice,
@@ -398,3 +400,49 @@ def test_an_invoices_dates_are_the_clinics_local_days() -> None:
 )
 def test_only_iana_time_zone_names_are_taken(name: str, known: bool) -> None:
     assert is_timezone(name) is known
+
+
+# -- the clinic's profile and who an invoice is addressed to -----------------------------------
+
+ONTARIO = replace(
+    SETTINGS,
+    profile=ClinicProfile(
+        legal_name="Étoile Physiotherapy Inc.",
+        address="120 King St W\nSuite 400\nToronto ON  M5H 1J9",
+        phone="416-555-0142",
+        email="billing@etoile.example",
+        tax_registration_number="123456789 RT0001",
+    ),
+)
+
+
+def test_invoices_and_receipts_carry_the_clinics_profile_under_its_name() -> None:
+    expected = [
+        "Étoile Physiotherapy Inc.",
+        "120 King St W",
+        "Suite 400",
+        "Toronto ON  M5H 1J9",
+        "416-555-0142 - billing@etoile.example",
+        "Tax registration no. 123456789 RT0001",
+    ]
+    assert invoice_document(invoice(), ONTARIO).issuer_details == expected
+    receipt = compose_receipt(card_payment(), {"inv_1": invoice()}, ONTARIO, Credit(0, "usd", 0))
+    assert receipt_document(receipt).issuer_details == expected
+    text = plain_text(receipt_document(receipt))
+    assert text.startswith("Clinique Physio Étoile\nÉtoile Physiotherapy Inc.\n120 King St W\n")
+    # A clinic without a profile prints its name alone, as before.
+    assert invoice_document(invoice(), SETTINGS).issuer_details == []
+
+
+def test_an_invoice_addressed_by_staff_says_to_whom() -> None:
+    addressed = invoice(bill_to=BillTo("Jordan Lee (parent)", "9 Elm St\nOakville ON"))
+    document = invoice_document(addressed, SETTINGS)
+    assert document.facts[0] == ("Bill to", "Jordan Lee (parent), 9 Elm St, Oakville ON")
+    assert not any(label == "Bill to" for label, _ in invoice_document(invoice(), SETTINGS).facts)
+
+
+def test_the_pdf_prints_the_profile_and_the_bill_to() -> None:
+    addressed = invoice(bill_to=BillTo("Jordan Lee", "9 Elm St"))
+    text = read(PdfRenderer().render(invoice_document(addressed, ONTARIO)))
+    for words in ("Tax registration no. 123456789 RT0001", "Suite 400", "Bill to", "Jordan Lee"):
+        assert words in text

@@ -12,9 +12,11 @@ from clinic_payments.domain.model import (
     AccountStatus,
     Actor,
     Allocation,
+    BillTo,
     CardConsent,
     CardSetup,
     CardSummary,
+    ClinicProfile,
     ClinicSettings,
     Consent,
     Credit,
@@ -223,6 +225,7 @@ def invoice_to_item(inv: Invoice) -> Item:
         "voided_at": inv.voided_at,
         "payments": [ref_to(p) for p in inv.payments],
         "amount_at_risk": inv.amount_at_risk,
+        "bill_to": _record_to(inv.bill_to) if inv.bill_to else None,
     }
     if inv.is_payable:
         item["gsi1pk"], item["gsi1sk"] = open_invoice_index(inv.clinic_id, inv.id, inv.due_date)
@@ -267,6 +270,7 @@ def invoice_from(item: Item) -> Invoice:
         voided_at=item.get("voided_at"),
         payments=[_record_from(InvoicePaymentRef, p) for p in item.get("payments", [])],
         amount_at_risk=_int(item.get("amount_at_risk")),
+        bill_to=_record_from(BillTo, item["bill_to"]) if item.get("bill_to") else None,
     )
 
 
@@ -456,6 +460,7 @@ def settings_to_item(s: ClinicSettings) -> Item:
         "locations": [{"id": loc.id, "name": loc.name} for loc in s.locations],
         "card_on_file_wording_version": s.card_on_file_wording_version,
         "timezone": s.timezone,
+        "profile": _record_to(s.profile),
     }
 
 
@@ -479,6 +484,9 @@ def settings_from(item: Item) -> ClinicSettings:
         locations=[Location(str(loc["id"]), str(loc["name"])) for loc in item.get("locations", [])],
         card_on_file_wording_version=str(item.get("card_on_file_wording_version") or "2026-11-01"),
         timezone=str(item.get("timezone") or "UTC"),  # settings saved before time zones
+        profile=_record_from(ClinicProfile, item["profile"])
+        if item.get("profile")
+        else ClinicProfile(),
     )
 
 

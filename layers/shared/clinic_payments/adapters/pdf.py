@@ -178,6 +178,10 @@ class PdfRenderer:
         for line in wrap(doc.issuer, BOLD, 16, TEXT_WIDTH * 0.6)[:2]:
             pages.text(MARGIN, top, line, BOLD, 16)
             top -= 19
+        for detail in doc.issuer_details:
+            for line in wrap(detail, REGULAR, 8.5, TEXT_WIDTH * 0.6):
+                pages.text(MARGIN, top, line, REGULAR, 8.5, gray=0.25)
+                top -= 11
         pages.text(MARGIN + TEXT_WIDTH, pages.y - 16, doc.title, BOLD, 13, Align.RIGHT)
         pages.y = min(top, pages.y - 26) - 4
         pages.rule(pages.y)

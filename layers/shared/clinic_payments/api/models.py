@@ -74,11 +74,34 @@ class InvoiceLineRequest(Strict):
     tax_rate_id: Id | None = None
 
 
+# One line of a printed header (a name, a phone number): no control characters.
+_PRINTED = r"[^\x00-\x1f\x7f\x85\u2028\u2029]*"
+PrintedLine = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=rf"^{_PRINTED}$", max_length=200)
+]
+# A postal address: up to six lines of printed text.
+Address = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        pattern=rf"^{_PRINTED}(\n{_PRINTED}){{0,5}}$",
+        max_length=500,
+    ),
+]
+
+
+class BillToModel(Strict):
+    name: Annotated[PrintedLine, StringConstraints(min_length=1)]
+    address: Address = ""
+
+
 class CreateInvoiceRequest(Strict):
     currency: Currency | None = None
     due_date: dt.date | None = None
     memo: Annotated[str, StringConstraints(max_length=1000)] | None = None
     lines: Annotated[list[InvoiceLineRequest], Field(min_length=1, max_length=100)]
+    # Who the invoice is addressed to, printed on it; kept here, never sent to Stripe.
+    bill_to: BillToModel | None = None
 
 
 class AllocationRequest(Strict):
@@ -139,6 +162,15 @@ class FeeRateModel(Strict):
     fixed: Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 
 
+class ProfileModel(Strict):
+    legal_name: PrintedLine = ""
+    address: Address = ""
+    phone: PrintedLine = ""
+    email: Email | Literal[""] = ""
+    # e.g. a Canadian HST number ("123456789 RT0001"), which Canadian invoices must show
+    tax_registration_number: PrintedLine = ""
+
+
 class SettingsRequest(Strict):
     clinic_name: HeaderText = ""
     currency: Currency = "usd"
@@ -157,6 +189,8 @@ class SettingsRequest(Strict):
     card_on_file_wording_version: (
         Annotated[str, StringConstraints(min_length=1, max_length=64)] | None
     ) = None
+    # Printed at the top of invoices and receipts; left out, the current one stays.
+    profile: ProfileModel | None = None
     # An IANA time zone (e.g. "America/Toronto"); left out, the clinic's current one stays.
     timezone: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
@@ -205,6 +239,11 @@ class InvoicePaymentOut(Model):
     at: str
 
 
+class BillToOut(Model):
+    name: str
+    address: str
+
+
 class InvoiceOut(Model):
     id: str
     number: str
@@ -225,6 +264,7 @@ class InvoiceOut(Model):
     voided_at: str | None
     payments: list[InvoicePaymentOut]
     amount_at_risk: int = 0
+    bill_to: BillToOut | None = None
 
 
 class InvoiceSummaryOut(Model):
@@ -343,6 +383,14 @@ class StripeAccountListOut(Model):
     items: list[StripeAccountOut]
 
 
+class ProfileOut(Model):
+    legal_name: str
+    address: str
+    phone: str
+    email: str
+    tax_registration_number: str
+
+
 class SettingsOut(Model):
     clinic_id: str
     clinic_name: str
@@ -356,6 +404,7 @@ class SettingsOut(Model):
     locations: list[dict[str, str]]
     card_on_file_wording_version: str
     timezone: str
+    profile: ProfileOut
 
 
 class CardOnFileTermsOut(Model):
@@ -521,6 +570,7 @@ class ReceiptOut(Model):
     payment_id: str
     confirmation_number: str
     clinic_name: str
+    clinic_profile: ProfileOut
     date_posted: str
     succeeded_at: str
     purpose: str

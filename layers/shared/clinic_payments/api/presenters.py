@@ -19,6 +19,7 @@ from clinic_payments.api.models import (
     PayLinkPaymentOut,
     PaymentOut,
     PaymentRequestOut,
+    ProfileOut,
     ReceiptOut,
     RefundOut,
     SavedCardConsentOut,
@@ -144,6 +145,7 @@ def settings_out(s: ClinicSettings) -> SettingsOut:
         locations=[{"id": loc.id, "name": loc.name} for loc in s.locations],
         card_on_file_wording_version=s.card_on_file_wording_version,
         timezone=s.timezone,
+        profile=copied(ProfileOut, s.profile),
     )
 
 

@@ -16,6 +16,7 @@ from clinic_payments.domain.errors import NotFoundError, PaymentNotSucceededErro
 from clinic_payments.domain.ids import confirmation_number
 from clinic_payments.domain.model import (
     CardSummary,
+    ClinicProfile,
     ClinicSettings,
     Credit,
     Invoice,
@@ -64,6 +65,7 @@ class Receipt:
     clinic_id: str
     patient_id: str
     clinic_name: str
+    clinic_profile: ClinicProfile
     confirmation_number: str
     date_posted: str  # the clinic's local date the payment succeeded, YYYY-MM-DD
     succeeded_at: str
@@ -81,6 +83,20 @@ class Receipt:
     reference: str | None
     location_id: str | None
     location_name: str | None
+
+
+def issuer_details(clinic_name: str, profile: ClinicProfile) -> list[str]:
+    """The lines under a clinic's name on its paperwork, as its profile gives them."""
+    lines = []
+    if profile.legal_name and profile.legal_name != clinic_name:
+        lines.append(profile.legal_name)
+    lines += [line for line in profile.address.splitlines() if line.strip()]
+    contact = " - ".join(part for part in (profile.phone, profile.email) if part)
+    if contact:
+        lines.append(contact)
+    if profile.tax_registration_number:
+        lines.append(f"Tax registration no. {profile.tax_registration_number}")
+    return lines
 
 
 def compose_receipt(
@@ -102,6 +118,7 @@ def compose_receipt(
         clinic_id=payment.clinic_id,
         patient_id=payment.patient_id,
         clinic_name=settings.clinic_name,
+        clinic_profile=settings.profile,
         confirmation_number=payment.confirmation_number or confirmation_number(payment.id),
         date_posted=local_date(payment.succeeded_at, settings.timezone),
         succeeded_at=payment.succeeded_at,
@@ -186,6 +203,7 @@ def receipt_document(receipt: Receipt) -> PrintableDocument:
     return PrintableDocument(
         filename=f"receipt-{receipt.confirmation_number}.pdf",
         issuer=receipt.clinic_name or "Clinic",
+        issuer_details=issuer_details(receipt.clinic_name, receipt.clinic_profile),
         title="Payment receipt",
         facts=facts,
         blocks=[applied, Totals(totals), Paragraph("Thank you for your payment.")],
@@ -215,6 +233,9 @@ def invoice_document(invoice: Invoice, settings: ClinicSettings) -> PrintableDoc
         ("Status", STATUS_LABELS[invoice.status]),
         ("Currency", cur.upper()),
     ]
+    if invoice.bill_to is not None:
+        addressed = [invoice.bill_to.name, *invoice.bill_to.address.splitlines()]
+        facts.insert(0, ("Bill to", ", ".join(line for line in addressed if line.strip())))
     if invoice.paid_at:
         facts.append(("Paid on", day(invoice.paid_at)))
     if invoice.voided_at:
@@ -281,6 +302,7 @@ def invoice_document(invoice: Invoice, settings: ClinicSettings) -> PrintableDoc
     return PrintableDocument(
         filename=f"invoice-{invoice.number}.pdf",
         issuer=settings.clinic_name or "Clinic",
+        issuer_details=issuer_details(settings.clinic_name, settings.profile),
         title=f"Invoice {invoice.number}",
         facts=facts,
         blocks=blocks,

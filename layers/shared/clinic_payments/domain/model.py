@@ -78,6 +78,18 @@ def default_fee_schedule() -> dict[str, FeeRate]:
     }
 
 
+@dataclass(frozen=True)
+class ClinicProfile:
+    """Who issues a clinic's paperwork: printed on its invoices and receipts (a Canadian
+    invoice must show the HST registration number)."""
+
+    legal_name: str = ""
+    address: str = ""  # lines separated by newlines
+    phone: str = ""
+    email: str = ""
+    tax_registration_number: str = ""
+
+
 @dataclass
 class ClinicSettings:
     clinic_id: str
@@ -93,6 +105,7 @@ class ClinicSettings:
     card_on_file_wording_version: str = "2026-11-01"
     # IANA name: the dates printed on receipts and invoices are the clinic's local dates.
     timezone: str = "UTC"
+    profile: ClinicProfile = field(default_factory=ClinicProfile)
 
     def tax_rate(self, tax_rate_id: str) -> TaxRate | None:
         return next((t for t in self.tax_rates if t.id == tax_rate_id), None)
@@ -145,6 +158,14 @@ class InvoiceLine:
 
 
 @dataclass(frozen=True)
+class BillTo:
+    """Who an invoice is addressed to (a patient, a parent, an employer), as staff gave it."""
+
+    name: str
+    address: str = ""
+
+
+@dataclass(frozen=True)
 class InvoicePaymentRef:
     payment_id: str
     amount: int
@@ -173,6 +194,7 @@ class Invoice:
     voided_at: str | None = None
     payments: list[InvoicePaymentRef] = field(default_factory=list)
     amount_at_risk: int = 0  # disputed by the cardholder, not yet decided
+    bill_to: BillTo | None = None  # given by staff; ours only, never sent to Stripe
 
     @property
     def balance_due(self) -> int:

@@ -57,11 +57,13 @@ class PrintableDocument:
     title: str
     facts: list[tuple[str, str]]
     blocks: list[Block] = field(default_factory=list)
+    # Under the issuer's name: its legal name, address, phone, email, tax registration.
+    issuer_details: list[str] = field(default_factory=list)
 
 
 def plain_text(doc: PrintableDocument) -> str:
     """The document as plain text (an email body): the same words as the PDF."""
-    lines = [doc.issuer, doc.title, ""]
+    lines = [doc.issuer, *doc.issuer_details, doc.title, ""]
     lines += [f"{label}: {value}" for label, value in doc.facts]
     for block in doc.blocks:
         lines.append("")

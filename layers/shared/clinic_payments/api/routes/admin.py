@@ -24,6 +24,7 @@ from clinic_payments.api.services import admin
 from clinic_payments.domain.administering import AccountUpdate, AdminService
 from clinic_payments.domain.model import (
     AccountStatus,
+    ClinicProfile,
     ClinicSettings,
     FeeRate,
     Location,
@@ -83,6 +84,11 @@ def admin_router() -> APIGatewayHttpRouter:
                 request.card_on_file_wording_version or current.card_on_file_wording_version
             ),
             timezone=request.timezone or current.timezone,
+            profile=(
+                ClinicProfile(**request.profile.model_dump())
+                if request.profile is not None
+                else current.profile
+            ),
         )
         return ok(settings_out(service.put_settings(settings)))
 

@@ -20,6 +20,7 @@ from clinic_payments.api.routes._common import PATIENT, ok, responses
 from clinic_payments.api.services import invoices
 from clinic_payments.domain.invoices.rules import NewInvoice, NewLine
 from clinic_payments.domain.invoices.service import InvoiceService
+from clinic_payments.domain.model import BillTo
 
 
 def invoice_writer() -> APIGatewayHttpRouter:
@@ -52,6 +53,9 @@ def invoice_writer() -> APIGatewayHttpRouter:
             currency=request.currency,
             due_date=request.due_date.isoformat() if request.due_date else None,
             memo=request.memo,
+            bill_to=(
+                BillTo(request.bill_to.name, request.bill_to.address) if request.bill_to else None
+            ),
         )
         invoice = service.create(current_caller(router), clinic_id, patient_id, new)
         return ok(invoice_out(invoice), 201)

@@ -9,6 +9,7 @@ from clinic_payments.domain.errors import ConflictError, ValidationError
 from clinic_payments.domain.ids import new_id
 from clinic_payments.domain.model import (
     Actor,
+    BillTo,
     ClinicSettings,
     Invoice,
     InvoiceLine,
@@ -35,6 +36,7 @@ class NewInvoice:
     currency: str | None = None
     due_date: str | None = None
     memo: str | None = None
+    bill_to: BillTo | None = None
 
 
 def build_invoice(
@@ -97,6 +99,7 @@ def build_invoice(
         memo=request.memo,
         created_at=now,
         created_by=actor,
+        bill_to=request.bill_to,
     )
 
 
