@@ -35,6 +35,15 @@ DEMO_SETTINGS: dict[str, Any] = {
     "pass_processing_fees": False,
     "tax_rates": [{"id": "tax_hst", "name": "HST", "percent": "13"}],
     "locations": [{"id": "loc_main", "name": "Main Street"}],
+    # Printed on its invoices and receipts (made-up details; an Ontario invoice shows the HST
+    # registration number).
+    "profile": {
+        "legal_name": "Demo Physiotherapy Clinic Professional Corporation",
+        "address": "100 Main Street\nToronto ON  M5V 0A1",
+        "phone": "416-555-0100",
+        "email": "billing@demo-clinic.example",
+        "tax_registration_number": "000000000 RT0001",
+    },
 }
 
 
