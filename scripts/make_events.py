@@ -333,6 +333,15 @@ SAMPLES = [
         query={"format": "pdf"},
     ),
     Sample(
+        "get_refund_receipt.json",
+        "GET",
+        "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}/refunds/{refund_id}"
+        "/receipt",
+        PATIENT_CALLER,
+        {**PATIENT_PARAMS, "payment_id": PAYMENT, "refund_id": "ref_01kq3zzzzzzrefund00001"},
+        query={"format": "json"},
+    ),
+    Sample(
         "get_invoice_pdf.json",
         "GET",
         INVOICES + "/{invoice_id}/pdf",

@@ -626,3 +626,89 @@ def test_a_failed_email_never_fails_the_webhook_either(clinic, stack, ses_refuse
     delivered(clinic, intent["id"])
     assert len(sent_emails(stack.moto_url, to)) == 1
     clinic.check_invariant("pat_a")
+
+
+REFUND_RECEIPT = RECEIPT.replace("/receipt", "/refunds/{refund_id}/receipt")
+
+
+def refunded_cash(clinic: Any, *amounts: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A cash payment of an invoice, and the payment after each refund of `amounts`."""
+    invoice = clinic.create_invoice("pat_a", 3000)
+    payment = cash(clinic, "pat_a", {"allocations": [{"invoice_id": invoice["id"]}]})
+    for n, amount in enumerate(amounts):
+        status, payment = clinic.call(
+            "POST",
+            "/v1/clinics/{clinic_id}/patients/{patient_id}/payments/{payment_id}/refunds",
+            {"patient_id": "pat_a", "payment_id": payment["id"]},
+            body={"amount": amount, "reason": "requested_by_customer"},
+            headers={"Idempotency-Key": f"refund-{payment['id']}-{n}"},
+        )
+        assert status == 201, payment
+    return invoice, payment
+
+
+def test_a_receipt_lists_the_refunds_made_since(clinic):
+    _, payment = refunded_cash(clinic, 500, 700)
+    status, body = receipt(clinic, payment["id"])
+    assert status == 200, body
+    assert body["amount"] == 3000  # what was paid, as it was
+    assert [(r["amount"], r["reason"]) for r in body["refunds"]] == [
+        (500, "requested_by_customer"),
+        (700, "requested_by_customer"),
+    ]
+    assert [r["id"] for r in body["refunds"]] == [r["id"] for r in payment["refunds"]]
+    params = {"patient_id": "pat_a", "payment_id": payment["id"]}
+    text = pdf_text(pdf_of(raw_get(clinic, RECEIPT, params, query={"format": "pdf"})))
+    assert "Refunded since" in text, text
+    assert "7.00" in text, text
+
+
+def test_each_refund_has_a_receipt_of_its_own(clinic):
+    invoice, payment = refunded_cash(clinic, 1200)
+    [made] = payment["refunds"]
+    params = {"patient_id": "pat_a", "payment_id": payment["id"], "refund_id": made["id"]}
+    status, body = clinic.call("GET", REFUND_RECEIPT, params)
+    assert status == 200, body
+    assert (body["refund_id"], body["payment_id"], body["amount"]) == (
+        made["id"],
+        payment["id"],
+        1200,
+    )
+    assert body["confirmation_number"] == payment["confirmation_number"]
+    assert body["from_invoices"] == [
+        {"invoice_id": invoice["id"], "invoice_number": invoice["number"], "amount": 1200}
+    ]
+    assert (body["method"], body["card"], body["status"]) == ("cash", None, "succeeded")
+    pdf = raw_get(clinic, REFUND_RECEIPT, params, headers={"Accept": "application/pdf"})
+    text = pdf_text(pdf_of(pdf))
+    for expected in ("Refund receipt", payment["confirmation_number"], "12.00", invoice["number"]):
+        assert expected in text, text
+    assert pdf["headers"]["Content-Disposition"].startswith('inline; filename="refund-')
+
+
+def test_a_refund_receipt_is_found_only_for_its_own_payment_and_patient(clinic):
+    _, payment = refunded_cash(clinic, 300)
+    _, other = refunded_cash(clinic, 400)
+    [made] = payment["refunds"]
+    cases = [
+        ({"payment_id": other["id"], "refund_id": made["id"]}, "staff", 404),  # another payment
+        ({"payment_id": payment["id"], "refund_id": "ref_unknown"}, "staff", 404),
+        ({"payment_id": payment["id"], "refund_id": made["id"]}, "other-patient", 404),
+    ]
+    for params, who, expected in cases:
+        role, patients = ("patient", ("pat_b",)) if who == "other-patient" else ("staff", ())
+        status, body = clinic.call(
+            "GET",
+            REFUND_RECEIPT,
+            {"patient_id": "pat_a", **params},
+            role=role,
+            patient_ids=patients,
+        )
+        assert (status, body["error"]["code"]) == (expected, "not_found"), (params, who, body)
+    status, body = clinic.call(
+        "GET",
+        REFUND_RECEIPT,
+        {"patient_id": "pat_a", "payment_id": payment["id"], "refund_id": made["id"]},
+        claims={"sub": "intruder", "role": "staff", "clinic_id": "another-clinic"},
+    )
+    assert status == 403, body

@@ -11,12 +11,15 @@ import pytest
 from clinic_payments.adapters.pdf import PdfRenderer, encode, text_width, wrap
 from clinic_payments.api.routes.documents import prefers_pdf
 from clinic_payments.domain.documents import (
+    ReceiptLine,
     compose_receipt,
+    compose_refund_receipt,
     invoice_document,
     receipt_document,
     receipt_email,
+    refund_receipt_document,
 )
-from clinic_payments.domain.errors import PaymentNotSucceededError
+from clinic_payments.domain.errors import ConflictError, NotFoundError, PaymentNotSucceededError
 from clinic_payments.domain.ids import confirmation_number
 from clinic_payments.domain.model import (
     Actor,
@@ -36,6 +39,7 @@ from clinic_payments.domain.model import (
     PaymentMethodType,
     PaymentPurpose,
     PaymentStatus,
+    RefundRecord,
     Role,
     TaxRate,
 )
@@ -446,3 +450,69 @@ def test_the_pdf_prints_the_profile_and_the_bill_to() -> None:
     text = read(PdfRenderer().render(invoice_document(addressed, ONTARIO)))
     for words in ("Tax registration no. 123456789 RT0001", "Suite 400", "Bill to", "Jordan Lee"):
         assert words in text
+
+
+# -- refunds on receipts, and a refund's own receipt -------------------------------------------
+
+
+def refund(refund_id: str, amount: int, at: str, status: str = "succeeded") -> RefundRecord:
+    return RefundRecord(
+        id=refund_id,
+        key=refund_id,
+        amount=amount,
+        from_credit=0,
+        from_invoices=[Allocation("inv_1", amount)],
+        from_fee=0,
+        reason="requested_by_customer",
+        at=at,
+        actor=STAFF,
+        status=status,
+    )
+
+
+REFUNDED = card_payment(
+    allocations=[Allocation("inv_1", 23730, "000123")],
+    refunds=[
+        refund("ref_1", 1000, "2026-11-25T02:00:00.000Z"),  # the 24th in Toronto
+        refund("ref_2", 500, "2026-11-26T15:00:00.000Z", status="failed"),
+        refund("ref_3", 700, "2026-11-27T15:00:00.000Z", status="pending"),
+    ],
+)
+
+
+def test_a_receipt_lists_later_refunds_but_not_failed_ones() -> None:
+    receipt = compose_receipt(REFUNDED, {"inv_1": invoice()}, TORONTO, Credit(0, "usd", 0))
+    assert [(r.id, r.date, r.status) for r in receipt.refunds] == [
+        ("ref_1", "2026-11-24", "succeeded"),
+        ("ref_3", "2026-11-27", "pending"),
+    ]
+    assert receipt.total_charged == 30924  # what was paid is not rewritten
+    text = plain_text(receipt_document(receipt))
+    assert "Refunded since" in text
+    assert "2026-11-24 | Requested by the patient | 10.00" in text
+
+
+def test_a_refund_receipt_says_what_was_given_back_and_taken_back() -> None:
+    receipt = compose_refund_receipt(REFUNDED, "ref_1", TORONTO)
+    assert (receipt.amount, receipt.date, receipt.confirmation_number) == (
+        1000,
+        "2026-11-24",
+        "ZZZMNPQRST",
+    )
+    assert receipt.from_invoices == [ReceiptLine("inv_1", "000123", 1000)]
+    text = plain_text(refund_receipt_document(receipt))
+    assert "Refund receipt" in text
+    assert "Refunded to: Visa ending 4242" in text
+    assert "Invoice 000123 | 10.00" in text
+    assert "Status" not in text
+    pending = plain_text(
+        refund_receipt_document(compose_refund_receipt(REFUNDED, "ref_3", TORONTO))
+    )
+    assert "Status: In progress" in pending
+
+
+def test_a_failed_or_unknown_refund_has_no_receipt() -> None:
+    with pytest.raises(ConflictError):
+        compose_refund_receipt(REFUNDED, "ref_2", TORONTO)
+    with pytest.raises(NotFoundError):
+        compose_refund_receipt(REFUNDED, "ref_9", TORONTO)

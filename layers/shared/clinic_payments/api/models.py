@@ -566,6 +566,15 @@ class ReceiptLineOut(Model):
     amount: int
 
 
+class ReceiptRefundOut(Model):
+    id: str
+    amount: int
+    reason: str
+    at: str
+    date: str
+    status: str
+
+
 class ReceiptOut(Model):
     payment_id: str
     confirmation_number: str
@@ -587,3 +596,24 @@ class ReceiptOut(Model):
     reference: str | None
     location_id: str | None
     location_name: str | None
+    # Refunds made since, as they stand now (failed ones gave nothing back: not listed).
+    refunds: list[ReceiptRefundOut] = []
+
+
+class RefundReceiptOut(Model):
+    refund_id: str
+    payment_id: str
+    confirmation_number: str
+    clinic_name: str
+    clinic_profile: ProfileOut
+    date: str
+    at: str
+    amount: int
+    currency: str
+    reason: str
+    status: str
+    method: str
+    card: ReceiptCardOut | None
+    from_invoices: list[ReceiptLineOut]
+    from_credit: int
+    from_fee: int

@@ -22,6 +22,7 @@ from clinic_payments.api.models import (
     ProfileOut,
     ReceiptOut,
     RefundOut,
+    RefundReceiptOut,
     SavedCardConsentOut,
     SavedCardOut,
     SettingsOut,
@@ -42,7 +43,7 @@ from clinic_payments.domain.ports import PaymentRequestRecord
 
 if TYPE_CHECKING:
     # Named for typing only: a function that renders no receipt or pay link loads neither.
-    from clinic_payments.domain.documents import Receipt
+    from clinic_payments.domain.documents import Receipt, RefundReceipt
     from clinic_payments.domain.paylinks import AmountOwed
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -151,6 +152,10 @@ def settings_out(s: ClinicSettings) -> SettingsOut:
 
 def receipt_out(receipt: Receipt) -> ReceiptOut:
     return copied(ReceiptOut, receipt)
+
+
+def refund_receipt_out(receipt: RefundReceipt) -> RefundReceiptOut:
+    return copied(RefundReceiptOut, receipt)
 
 
 def payment_request_out(record: PaymentRequestRecord, url: str) -> PaymentRequestOut:

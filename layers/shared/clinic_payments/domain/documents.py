@@ -9,10 +9,10 @@ them goes to Stripe.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-from clinic_payments.domain.errors import NotFoundError, PaymentNotSucceededError
+from clinic_payments.domain.errors import ConflictError, NotFoundError, PaymentNotSucceededError
 from clinic_payments.domain.ids import confirmation_number
 from clinic_payments.domain.model import (
     CardSummary,
@@ -60,6 +60,19 @@ class ReceiptLine:
 
 
 @dataclass(frozen=True)
+class ReceiptRefund:
+    """A refund made after the payment, as its receipt lists it (failed ones gave nothing back
+    and are not listed)."""
+
+    id: str
+    amount: int
+    reason: str
+    at: str
+    date: str  # the clinic's local date of the refund
+    status: str
+
+
+@dataclass(frozen=True)
 class Receipt:
     payment_id: str
     clinic_id: str
@@ -83,6 +96,31 @@ class Receipt:
     reference: str | None
     location_id: str | None
     location_name: str | None
+    refunds: list[ReceiptRefund] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RefundReceipt:
+    """What one refund gave back, and what it took back from the patient's account."""
+
+    refund_id: str
+    payment_id: str
+    clinic_id: str
+    patient_id: str
+    clinic_name: str
+    clinic_profile: ClinicProfile
+    confirmation_number: str  # the payment's
+    date: str  # the clinic's local date of the refund
+    at: str
+    amount: int
+    currency: str
+    reason: str
+    status: str
+    method: PaymentMethodType
+    card: CardSummary | None
+    from_invoices: list[ReceiptLine]
+    from_credit: int
+    from_fee: int
 
 
 def issuer_details(clinic_name: str, profile: ClinicProfile) -> list[str]:
@@ -148,6 +186,51 @@ def compose_receipt(
         reference=payment.reference,
         location_id=payment.location_id,
         location_name=location.name if location else None,
+        refunds=[
+            ReceiptRefund(
+                r.id, r.amount, r.reason, r.at, local_date(r.at, settings.timezone), r.status
+            )
+            for r in payment.refunds
+            if not r.has_failed
+        ],
+    )
+
+
+def compose_refund_receipt(
+    payment: Payment, refund_id: str, settings: ClinicSettings
+) -> RefundReceipt:
+    """The receipt of one refund of the payment; a refund that failed gave nothing back and has
+    none."""
+    refund = next((r for r in payment.refunds if r.id == refund_id), None)
+    if refund is None:
+        raise NotFoundError("Refund not found.")
+    if refund.has_failed:
+        raise ConflictError(
+            f"The refund {refund.status}: nothing was given back, so it has no receipt."
+        )
+    numbers = {a.invoice_id: a.invoice_number for a in payment.allocations}
+    return RefundReceipt(
+        refund_id=refund.id,
+        payment_id=payment.id,
+        clinic_id=payment.clinic_id,
+        patient_id=payment.patient_id,
+        clinic_name=settings.clinic_name,
+        clinic_profile=settings.profile,
+        confirmation_number=payment.confirmation_number or confirmation_number(payment.id),
+        date=local_date(refund.at, settings.timezone),
+        at=refund.at,
+        amount=refund.amount,
+        currency=payment.currency,
+        reason=refund.reason,
+        status=refund.status,
+        method=payment.method,
+        card=payment.payment_method if payment.method is PaymentMethodType.CARD else None,
+        from_invoices=[
+            ReceiptLine(a.invoice_id, numbers.get(a.invoice_id), a.amount)
+            for a in refund.from_invoices
+        ],
+        from_credit=refund.from_credit,
+        from_fee=refund.from_fee,
     )
 
 
@@ -206,7 +289,74 @@ def receipt_document(receipt: Receipt) -> PrintableDocument:
         issuer_details=issuer_details(receipt.clinic_name, receipt.clinic_profile),
         title="Payment receipt",
         facts=facts,
-        blocks=[applied, Totals(totals), Paragraph("Thank you for your payment.")],
+        blocks=[
+            applied,
+            Totals(totals),
+            *_refunds_block(receipt),
+            Paragraph("Thank you for your payment."),
+        ],
+    )
+
+
+def _refunds_block(receipt: Receipt) -> list[Table]:
+    if not receipt.refunds:
+        return []
+    cur = receipt.currency
+    return [
+        Table(
+            heading="Refunded since",
+            columns=[
+                Column("Date", 0.2),
+                Column("Reason", 0.55),
+                Column(f"Amount ({cur.upper()})", 0.25, Align.RIGHT),
+            ],
+            rows=[
+                [r.date, REFUND_REASON_LABELS.get(r.reason, r.reason), format_amount(r.amount, cur)]
+                for r in receipt.refunds
+            ],
+        )
+    ]
+
+
+REFUND_REASON_LABELS = {
+    "requested_by_customer": "Requested by the patient",
+    "duplicate": "Duplicate payment",
+    "fraudulent": "Fraudulent payment",
+}
+
+
+def refund_receipt_document(receipt: RefundReceipt) -> PrintableDocument:
+    cur = receipt.currency
+    facts = [
+        ("Refund of", f"Payment {receipt.confirmation_number}"),
+        ("Date", receipt.date),
+        ("Refunded to", method_label(receipt.method, receipt.card)),
+        ("Reason", REFUND_REASON_LABELS.get(receipt.reason, receipt.reason)),
+    ]
+    if receipt.status != "succeeded":
+        # Taken back from the account, not yet confirmed by the card network (Stripe).
+        facts.append(("Status", "In progress"))
+    rows = [
+        [f"Invoice {line.invoice_number or line.invoice_id}", format_amount(line.amount, cur)]
+        for line in receipt.from_invoices
+    ]
+    if receipt.from_credit:
+        rows.append(["Account credit", format_amount(receipt.from_credit, cur)])
+    if receipt.from_fee:
+        rows.append(["Processing fee", format_amount(receipt.from_fee, cur)])
+    taken = Table(
+        heading="Taken back from",
+        columns=[Column("", 0.7), Column(f"Amount ({cur.upper()})", 0.3, Align.RIGHT)],
+        rows=rows,
+    )
+    refunded = TotalRow("Amount refunded", format_money(receipt.amount, cur), bold=True)
+    return PrintableDocument(
+        filename=f"refund-{receipt.confirmation_number}-{receipt.refund_id}.pdf",
+        issuer=receipt.clinic_name or "Clinic",
+        issuer_details=issuer_details(receipt.clinic_name, receipt.clinic_profile),
+        title="Refund receipt",
+        facts=facts,
+        blocks=[taken, Totals([refunded])],
     )
 
 
@@ -348,6 +498,18 @@ class DocumentService:
             invoices = reads.invoices
             credit = credit or reads.credits[payment.currency]
         return compose_receipt(payment, invoices, self._settings(payment.clinic_id), credit)
+
+    def refund_receipt(
+        self, clinic_id: str, patient_id: str, payment_id: str, refund_id: str
+    ) -> RefundReceipt:
+        payment = self._repo.get_payment(clinic_id, patient_id, payment_id)
+        if payment is None:
+            raise NotFoundError("Payment not found.")
+        return compose_refund_receipt(payment, refund_id, self._settings(clinic_id))
+
+    def refund_receipt_pdf(self, receipt: RefundReceipt) -> tuple[PrintableDocument, bytes]:
+        document = refund_receipt_document(receipt)
+        return document, self._renderer.render(document)
 
     def receipt_pdf(self, receipt: Receipt) -> tuple[PrintableDocument, bytes]:
         document = receipt_document(receipt)

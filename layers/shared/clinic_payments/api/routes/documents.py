@@ -1,4 +1,5 @@
-"""Receipts (JSON or PDF) and invoice PDFs (patient, staff). Documents are ours, not Stripe's."""
+"""Receipts and refund receipts (JSON or PDF) and invoice PDFs (patient, staff). Documents are
+ours, not Stripe's."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from aws_lambda_powertools.event_handler.router import APIGatewayHttpRouter
 
 from clinic_payments.api.auth import PATIENT_OR_STAFF, guarded
 from clinic_payments.api.errors import json_response
-from clinic_payments.api.models import ErrorOut, ReceiptOut
-from clinic_payments.api.presenters import receipt_out
+from clinic_payments.api.models import ErrorOut, ReceiptOut, RefundReceiptOut
+from clinic_payments.api.presenters import receipt_out, refund_receipt_out
 from clinic_payments.api.routes._common import PATIENT
 from clinic_payments.api.services import documents
 from clinic_payments.domain.documents import DocumentService
@@ -53,7 +54,9 @@ def pdf_response(document: PrintableDocument, pdf: bytes, vary: bool = False) ->
     return Response(status_code=200, content_type=PDF, body=pdf, headers=headers)
 
 
-def _pdf_responses(*errors: int, json_model: type[ReceiptOut] | None = None) -> dict[int, Any]:
+def _pdf_responses(
+    *errors: int, json_model: type[ReceiptOut] | type[RefundReceiptOut] | None = None
+) -> dict[int, Any]:
     content: dict[str, Any] = {PDF: {"schema": {"type": "string", "format": "binary"}}}
     if json_model is not None:
         content[JSON] = {"model": json_model}
@@ -65,6 +68,12 @@ def _pdf_responses(*errors: int, json_model: type[ReceiptOut] | None = None) -> 
 
 def document_reader() -> APIGatewayHttpRouter:
     router = APIGatewayHttpRouter()
+
+    def wants_pdf(output: str | None) -> bool:
+        """?format decides when given; otherwise the Accept header."""
+        if output:
+            return output == "pdf"
+        return prefers_pdf(router.current_event.headers.get("accept") or "")
 
     @router.get(
         f"{PATIENT}/payments/<payment_id>/receipt",
@@ -83,17 +92,35 @@ def document_reader() -> APIGatewayHttpRouter:
         service: Annotated[DocumentService, Depends(documents)],
     ) -> Any:
         receipt = service.receipt(clinic_id, patient_id, payment_id)
-        wants_pdf = (
-            output == "pdf"
-            if output
-            else prefers_pdf(router.current_event.headers.get("accept") or "")
-        )
-        if wants_pdf:
+        if wants_pdf(output):
             document, pdf = service.receipt_pdf(receipt)
             return pdf_response(document, pdf, vary=True)
         return json_response(
             200, receipt_out(receipt).model_dump(mode="json"), headers={"Vary": "Accept"}
         )
+
+    @router.get(
+        f"{PATIENT}/payments/<payment_id>/refunds/<refund_id>/receipt",
+        middlewares=[*guarded(*PATIENT_OR_STAFF)],
+        tags=["Receipts and documents"],
+        summary="One refund's receipt: JSON, or PDF with Accept: application/pdf or ?format=pdf",
+        responses=_pdf_responses(401, 403, 404, 409, 422, json_model=RefundReceiptOut),
+    )
+    def get_refund_receipt(
+        clinic_id: str,
+        patient_id: str,
+        payment_id: str,
+        refund_id: str,
+        output: Annotated[str | None, Query(alias="format", pattern="^(json|pdf)$")] = None,
+        *,
+        service: Annotated[DocumentService, Depends(documents)],
+    ) -> Any:
+        receipt = service.refund_receipt(clinic_id, patient_id, payment_id, refund_id)
+        if wants_pdf(output):
+            document, pdf = service.refund_receipt_pdf(receipt)
+            return pdf_response(document, pdf, vary=True)
+        body = refund_receipt_out(receipt).model_dump(mode="json")
+        return json_response(200, body, headers={"Vary": "Accept"})
 
     @router.get(
         f"{PATIENT}/invoices/<invoice_id>/pdf",
