@@ -24,6 +24,7 @@ ALLOWED_PATH_PARAMETERS = {
     "payment_id",
     "account_id",
     "pm_id",
+    "refund_id",
     "token",
 }
 PUBLIC_ROUTES = {
