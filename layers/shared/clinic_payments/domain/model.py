@@ -250,6 +250,9 @@ class CardSummary:
     last4: str | None
     exp_month: int | None = None
     exp_year: int | None = None
+    # Stripe's card.wallet.type when the card was presented through a wallet (apple_pay,
+    # google_pay, or any other type Stripe reports, kept as it is); None for a plain card.
+    wallet: str | None = None
 
 
 @dataclass(frozen=True)
