@@ -67,6 +67,64 @@ def test_a_succeeded_intent_with_an_expanded_card_carries_brand_and_last4(resour
     assert snapshot.metadata["payment_id"] == "pay_1"
 
 
+def with_wallet(payment_method: dict[str, Any], wallet: dict[str, Any] | None) -> dict[str, Any]:
+    """A PaymentMethod (or a charge's payment_method_details) whose card.wallet is `wallet`."""
+    return {**payment_method, "card": {**payment_method["card"], "wallet": wallet}}
+
+
+APPLE_PAY = {"type": "apple_pay", "apple_pay": {}, "dynamic_last4": "9999"}
+
+
+@pytest.mark.parametrize(
+    ("wallet", "expected"),
+    [
+        (APPLE_PAY, "apple_pay"),
+        ({"type": "google_pay", "google_pay": {}, "dynamic_last4": None}, "google_pay"),
+        (None, None),  # a plain card: Stripe sends wallet null
+        ("apple_pay", None),  # not Stripe's shape: no wallet read, nothing raised
+        ({"type": 7}, None),
+    ],
+)
+def test_the_expanded_card_of_an_intent_names_its_wallet(resources, wallet, expected):
+    intent = {
+        **resources["payment_intent"],
+        "status": "succeeded",
+        "payment_method": with_wallet(resources["payment_method"], wallet),
+    }
+    card = intent_snapshot(intent).payment_method
+    assert card is not None
+    assert (card.brand, card.last4, card.wallet) == ("visa", "4242", expected)
+
+
+def test_a_wallet_type_stripe_adds_is_kept_as_stripe_names_it(resources):
+    # Stripe's own fixture card is a Link wallet card.
+    assert resources["payment_method"]["card"]["wallet"]["type"] == "link"
+    snapshot = intent_snapshot(
+        {**resources["payment_intent"], "payment_method": resources["payment_method"]}
+    )
+    assert snapshot.payment_method is not None
+    assert snapshot.payment_method.wallet == "link"
+
+
+def test_a_charge_event_names_the_wallet_its_card_was_charged_through(resources):
+    charge = {
+        **resources["charge"],
+        "payment_method": "pm_wallet",
+        "payment_method_details": with_wallet(
+            resources["charge"]["payment_method_details"], APPLE_PAY
+        ),
+    }
+    event = {**resources["event"], "type": "charge.succeeded", "data": {"object": charge}}
+    payload = json.dumps(event)
+    verified = StripeWebhookVerifier().verify(
+        payload.encode(), _signed(payload, "whsec_test", int(time.time())), "whsec_test"
+    )
+    assert verified.charge is not None
+    assert verified.charge.card is not None
+    assert (verified.charge.card.id, verified.charge.card.wallet) == ("pm_wallet", "apple_pay")
+    assert (verified.charge.card.brand, verified.charge.card.last4) == ("visa", "4242")
+
+
 def test_a_succeeded_intent_without_amount_received_counts_its_amount(resources):
     intent = {**resources["payment_intent"], "status": "succeeded", "amount_received": None}
     assert intent_snapshot(intent).amount_received == intent["amount"]
@@ -282,6 +340,23 @@ def test_cards_are_listed_for_the_customer_type_card_one_page(resources):
     assert url == "https://api.stripe.com/v1/payment_methods?customer=cus_1&type=card&limit=100"
     assert (summary.id, summary.brand, summary.last4) == (card["id"], "visa", "4242")
     assert (summary.exp_month, summary.exp_year) == (card["card"]["exp_month"], 2030)
+    assert summary.wallet == "link"  # Stripe's fixture card is a Link wallet card
+
+
+def test_listed_cards_name_their_wallets_and_a_plain_card_none(resources):
+    card = resources["payment_method"]
+    cards = [
+        {**with_wallet(card, APPLE_PAY), "id": "pm_apple"},
+        {**with_wallet(card, {"type": "google_pay", "google_pay": {}}), "id": "pm_google"},
+        {**with_wallet(card, None), "id": "pm_plain"},
+    ]
+    listing = {"object": "list", "url": "/v1/payment_methods", "has_more": False, "data": cards}
+    gateway, _http = gateway_answering((200, listing))
+    assert [(c.id, c.wallet) for c in gateway.list_cards("cus_1")] == [
+        ("pm_apple", "apple_pay"),
+        ("pm_google", "google_pay"),
+        ("pm_plain", None),
+    ]
 
 
 def test_detaching_posts_to_the_card(resources):

@@ -77,16 +77,37 @@ GENERIC_DESCRIPTION = "Clinic services"  # never names a service, a diagnosis or
 CARDS_PAGE_SIZE = 100
 
 
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _wallet(card: dict[str, Any]) -> str | None:
+    """`card.wallet.type`, the same on a PaymentMethod and in a charge's
+    payment_method_details: apple_pay, google_pay, or another wallet Stripe reports (kept as
+    it is); None for a card not presented through a wallet."""
+    wallet = card.get("wallet")
+    return _text(wallet.get("type")) if isinstance(wallet, dict) else None
+
+
 def _card(pm: Any) -> CardSummary | None:
     if not pm or not isinstance(pm, dict):
         return None
-    card = pm.get("card") or {}
+    card = pm.get("card")
+    if not isinstance(card, dict):
+        card = {}
+    # Only values of the types stored: a signed event of another shape must not become a
+    # record that cannot be read back.
     return CardSummary(
         id=str(pm["id"]),
-        brand=card.get("brand"),
-        last4=card.get("last4"),
-        exp_month=card.get("exp_month"),
-        exp_year=card.get("exp_year"),
+        brand=_text(card.get("brand")),
+        last4=_text(card.get("last4")),
+        exp_month=_number(card.get("exp_month")),
+        exp_year=_number(card.get("exp_year")),
+        wallet=_wallet(card),
     )
 
 
@@ -567,7 +588,9 @@ def charge_snapshot(data: dict[str, Any]) -> ChargeSnapshot:
         id=str(data["id"]),
         payment_intent_id=_id_of(data.get("payment_intent")),
         refunds=refunds,
-        card=_card({"id": pm, "card": card}) if isinstance(pm, str) and card else None,
+        card=_card({"id": pm, "card": card})
+        if isinstance(pm, str) and isinstance(card, dict) and card
+        else None,
     )
 
 
