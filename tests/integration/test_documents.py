@@ -163,7 +163,7 @@ def test_a_card_payment_has_its_receipt_once_it_has_succeeded(clinic):
         "total_charged": 15000,
         "currency": "usd",
         "method": "card",
-        "card": {"brand": "visa", "last4": "4242"},
+        "card": {"brand": "visa", "last4": "4242", "wallet": None},
         "paid": [
             {"invoice_id": invoice["id"], "invoice_number": invoice["number"], "amount": 15000}
         ],

@@ -135,6 +135,7 @@ def test_a_card_added_without_paying_is_listed_with_its_consent(clinic):
         "last4": "4242",
         "exp_month": 12,
         "exp_year": 2030,
+        "wallet": None,  # a card entered as it is
     }
     assert consent["wording_version"] == WORDING
     assert consent["by"] == {"sub": "patient-a", "role": "patient"}
@@ -368,7 +369,12 @@ def test_the_new_card_is_charged_on_session_and_off_session_by_staff(clinic):
     status, payment = charge(clinic, "pat_a", pm_id, first["id"])
     assert status == 201, payment
     assert payment["status"] == "succeeded"
-    assert payment["payment_method"] == {"id": pm_id, "brand": "visa", "last4": "4242"}
+    assert payment["payment_method"] == {
+        "id": pm_id,
+        "brand": "visa",
+        "last4": "4242",
+        "wallet": None,
+    }
     assert clinic.invoice("pat_a", first["id"])["status"] == "paid"
 
     second = clinic.create_invoice("pat_a", 4000)

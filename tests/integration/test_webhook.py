@@ -178,7 +178,13 @@ def card_of(charge_event: dict[str, Any]) -> dict[str, Any]:
     card = charge["payment_method_details"]["card"]
     assert card["brand"], charge
     assert card["last4"], charge
-    return {"id": charge["payment_method"], "brand": card["brand"], "last4": card["last4"]}
+    assert "wallet" in card, charge  # Stripe's shape: null for a card entered as it is
+    return {
+        "id": charge["payment_method"],
+        "brand": card["brand"],
+        "last4": card["last4"],
+        "wallet": (card["wallet"] or {}).get("type"),
+    }
 
 
 def assert_settled_once(
@@ -194,7 +200,11 @@ def assert_settled_once(
     assert [(p["payment_id"], p["amount"]) for p in paid["payments"]] == [(payment["id"], 4200)]
     status, body = receipt(clinic, payment["id"])
     assert status == 200, body
-    assert body["card"] == {"brand": card["brand"], "last4": card["last4"]}
+    assert body["card"] == {
+        "brand": card["brand"],
+        "last4": card["last4"],
+        "wallet": card["wallet"],
+    }
     assert (body["amount"], body["credit_added"], body["credit_balance"]) == (4200, 0, 0)
     [message] = sent_emails(clinic.stack.moto_url, to)
     assert settled["confirmation_number"] in message["Subject"]

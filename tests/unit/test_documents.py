@@ -209,6 +209,46 @@ def test_the_receipt_document_reads_the_same_as_text_and_leaves_staff_notes_out(
     assert document.filename == "receipt-ZZZMNPQRST.pdf"
 
 
+@pytest.mark.parametrize(
+    ("card", "label"),
+    [
+        (CardSummary("pm_1", "visa", "4242", wallet="apple_pay"), "Apple Pay (Visa ending 4242)"),
+        (
+            CardSummary("pm_1", "mastercard", "4444", wallet="google_pay"),
+            "Google Pay (Mastercard ending 4444)",
+        ),
+        # Another wallet Stripe reports is named as Stripe names it.
+        (
+            CardSummary("pm_1", "visa", "4242", wallet="samsung_pay"),
+            "Samsung Pay (Visa ending 4242)",
+        ),
+        # Before charge.succeeded names the card: the wallet alone.
+        (CardSummary("pm_1", None, None, wallet="apple_pay"), "Apple Pay"),
+        (CardSummary("pm_1", "visa", "4242"), "Visa ending 4242"),
+        (CardSummary("pm_1", None, None), "Card"),
+    ],
+)
+def test_a_card_paid_through_a_wallet_is_named_with_its_wallet(
+    card: CardSummary, label: str
+) -> None:
+    receipt = compose_receipt(
+        card_payment(payment_method=card), {"inv_1": invoice()}, SETTINGS, Credit(0, "usd", 0)
+    )
+    assert receipt.card == card
+    document = receipt_document(receipt)
+    assert ("Payment method", label) in document.facts
+    email = receipt_email(receipt, document, b"%PDF-1.7 ...", "patient@example.com")
+    assert f"Payment method: {label}\n" in email.text
+
+
+def test_the_receipt_pdf_names_the_wallet() -> None:
+    card = CardSummary("pm_1", "visa", "4242", wallet="google_pay")
+    receipt = compose_receipt(
+        card_payment(payment_method=card), {"inv_1": invoice()}, SETTINGS, Credit(0, "usd", 0)
+    )
+    assert "Google Pay (Visa ending 4242)" in read(PdfRenderer().render(receipt_document(receipt)))
+
+
 def test_a_top_up_receipt_says_so_instead_of_listing_invoices() -> None:
     payment = card_payment(purpose=PaymentPurpose.CREDIT_TOPUP, allocations=[], credit_amount=30000)
     receipt = compose_receipt(payment, {}, SETTINGS, Credit(30000, "usd", 1))

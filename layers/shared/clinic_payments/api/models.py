@@ -285,10 +285,24 @@ class AllocationOut(Model):
     amount: int
 
 
+# Stripe's card.wallet.type. The contract names two; any other type Stripe reports is shown as
+# it is, so the schema lists the two and still allows another string (an open enum).
+Wallet = Annotated[
+    Literal["apple_pay", "google_pay"] | str | None,
+    Field(
+        description=(
+            "The wallet the card was presented through: apple_pay or google_pay (or another "
+            "card wallet type Stripe reports, as Stripe names it); null for a plain card."
+        )
+    ),
+]
+
+
 class CardOut(Model):
     id: str
     brand: str | None
     last4: str | None
+    wallet: Wallet
 
 
 class FailureOut(Model):
@@ -351,6 +365,7 @@ class SavedCardOut(Model):
     last4: str | None
     exp_month: int | None
     exp_year: int | None
+    wallet: Wallet
     consent: SavedCardConsentOut | None
 
 
@@ -558,6 +573,7 @@ class PayLinkPaymentOut(Model):
 class ReceiptCardOut(Model):
     brand: str | None
     last4: str | None
+    wallet: Wallet
 
 
 class ReceiptLineOut(Model):

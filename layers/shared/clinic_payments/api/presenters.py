@@ -122,6 +122,7 @@ def saved_card_out(saved: SavedCard) -> SavedCardOut:
         last4=card.last4,
         exp_month=card.exp_month,
         exp_year=card.exp_year,
+        wallet=card.wallet,
         consent=copied(SavedCardConsentOut, consent) if consent else None,
     )
 

@@ -242,13 +242,22 @@ PAYER_LABELS = {
 }
 
 
+def _words(name: str) -> str:
+    """Stripe's snake_case names as printed: `american_express` -> `American Express`."""
+    return name.replace("_", " ").title()
+
+
 def method_label(method: PaymentMethodType, card: CardSummary | None) -> str:
+    """`Visa ending 4242`; through a wallet `Apple Pay (Visa ending 4242)`."""
     if method is not PaymentMethodType.CARD:
         return method.value.capitalize()
-    if card is None or not card.last4:
+    if card is None:
         return "Card"
-    brand = (card.brand or "card").replace("_", " ").title()
-    return f"{brand} ending {card.last4}"
+    plain = f"{_words(card.brand or 'card')} ending {card.last4}" if card.last4 else None
+    if card.wallet is None:
+        return plain or "Card"
+    wallet = _words(card.wallet)
+    return f"{wallet} ({plain})" if plain else wallet
 
 
 def receipt_document(receipt: Receipt) -> PrintableDocument:
