@@ -7,8 +7,10 @@ called, never copied.
   SetupIntent and card-decline semantics (extra create/confirm parameters, confirm with a
   payment method, `setup_future_usage`, `off_session`), and its state kept in memory only.
 - `cards`: Stripe's test-card decline codes and its `card_error` shape.
+- `wallets`: `card.wallet` on card PaymentMethods, and `card[token]` with the tokens Apple Pay
+  and Google Pay give (made by the `/_compat/wallet_tokens` control).
 - `idempotency`: `Idempotency-Key` replay as Stripe does it.
-- `controls`: request counts and fault injection under `/_compat/` (for tests).
+- `controls`: request counts, fault injection and wallet tokens under `/_compat/` (for tests).
 - `middleware`: the HTTP edge (controls, faults, idempotency, publishable-key confirms).
 - `server`: builds the app and serves it on 127.0.0.1 (`python -m local.stripe_compat --port N`).
 - `process`: `start_stripe()` runs that server as a subprocess for tests and the local stack.

@@ -4,14 +4,16 @@ localstripe's charges name their payment method only, and a succeeded payment em
 `payment_intent.succeeded` alone. Stripe (https://docs.stripe.com/api/charges/object,
 https://docs.stripe.com/api/events/types):
 - a charge carries `payment_method_details` with the card's `brand`, `last4`, `exp_month`,
-  `exp_year`, `funding`, `country` and `wallet` (null unless Apple Pay, Google Pay...), as they
-  were when it was charged: what a receipt needs, without asking for the payment method;
+  `exp_year`, `funding`, `country` and `wallet` (null unless Apple Pay, Google Pay...: then the
+  PaymentMethod's `card.wallet`, same shape, see `wallets.py`), as they were when it was
+  charged: what a receipt needs, without asking for the payment method;
 - a successful charge emits `charge.succeeded` beside the intent's `payment_intent.succeeded`
   (their order is not guaranteed).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from localstripe.resources import Charge, Event, PaymentMethod
@@ -42,7 +44,7 @@ def _payment_method_details(charge: Any) -> dict[str, Any] | None:
             "exp_year": card.get("exp_year"),
             "funding": card.get("funding", "credit"),
             "country": card.get("country", "US"),
-            "wallet": None,
+            "wallet": copy.deepcopy(card.get("wallet")),
         },
     }
 

@@ -8,6 +8,11 @@
   the next `times` matching requests fail before executing, execute and then fail (the caller
   cannot know the outcome, as after a timeout), or are delayed before executing.
   `GET /_compat/faults` lists the pending ones, `DELETE /_compat/faults` clears them.
+- `POST /_compat/wallet_tokens` with JSON `{"wallet": "apple_pay" | "google_pay", "number":
+  "4242424242424242", "dynamic_last4": "9999"}` (`number` one of Stripe's 16-digit test cards,
+  default Visa 4242; `dynamic_last4` optional): the card token that wallet's payment sheet would
+  give (`wallets.py`), to be made a PaymentMethod with Stripe's own `card[token]`. Stripe has
+  no API for this step (a real device's wallet does it), hence a control.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from local.stripe_compat import wallets
 from local.stripe_compat.idempotency import IdempotencyCache, stripe_error
 
 PREFIX = "/_compat/"
@@ -123,9 +129,47 @@ async def delete_faults(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+WALLET_TOKEN_FIELDS = frozenset({"wallet", "number", "dynamic_last4"})
+DEFAULT_WALLET_CARD = "4242424242424242"
+
+
+def _digits(value: Any, length: int) -> bool:
+    return isinstance(value, str) and len(value) == length and value.isdigit()
+
+
+def _wallet_token_problem(data: Any) -> str | None:
+    if not isinstance(data, dict):
+        return "expected a JSON object"
+    unknown = set(data) - WALLET_TOKEN_FIELDS
+    if unknown:
+        return f"unknown fields: {', '.join(sorted(unknown))}"
+    if data.get("wallet") not in wallets.TOKENIZATION_METHODS:
+        return f"wallet must be one of {', '.join(wallets.TOKENIZATION_METHODS)}"
+    if not _digits(data.get("number", DEFAULT_WALLET_CARD), 16):
+        return "number must be a 16-digit test card number"
+    if data.get("dynamic_last4") is not None and not _digits(data["dynamic_last4"], 4):
+        return "dynamic_last4 must be 4 digits"
+    return None
+
+
+async def post_wallet_token(request: web.Request) -> web.Response:
+    try:
+        data = await request.json()
+    except ValueError:
+        data = None
+    problem = _wallet_token_problem(data)
+    if problem is not None:
+        return stripe_error(400, "invalid_request_error", f"Invalid wallet token: {problem}")
+    token = wallets.wallet_token(
+        data["wallet"], data.get("number", DEFAULT_WALLET_CARD), data.get("dynamic_last4")
+    )
+    return web.json_response(token._export())
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(PREFIX + "requests", get_requests)
     app.router.add_delete(PREFIX + "requests", delete_requests)
     app.router.add_get(PREFIX + "faults", get_faults)
     app.router.add_post(PREFIX + "faults", post_fault)
     app.router.add_delete(PREFIX + "faults", delete_faults)
+    app.router.add_post(PREFIX + "wallet_tokens", post_wallet_token)

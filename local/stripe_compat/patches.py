@@ -21,7 +21,7 @@ from localstripe.resources import (
 )
 from localstripe.webhooks import schedule_webhook
 
-from local.stripe_compat import aliases, charges, event_list, refunds, rules
+from local.stripe_compat import aliases, charges, event_list, refunds, rules, wallets
 from local.stripe_compat.cards import (
     AUTHENTICATE_UNLESS_SET_UP,
     AUTHENTICATION_REQUIRED,
@@ -62,6 +62,7 @@ def install() -> None:
     event_list.install()  # GET /v1/events newest first, with ending_before and types
     refunds.install()  # refund.* and charge.refunded events; 4000000000005126 refunds fail
     charges.install()  # payment_method_details on charges; charge.succeeded events
+    wallets.install()  # card.wallet on card PaymentMethods (Apple Pay, Google Pay tokens)
 
     # State stays in memory: localstripe pickles its store to /tmp/localstripe.pickle on every
     # write and reloads it at start. Class-level, because Store.__setitem__ calls it too.
@@ -406,6 +407,9 @@ def _setup_attach_pm(self: Any, payment_method: Any) -> None:
 
 
 def _payment_method_create(cls: type, **data: Any) -> Any:
+    if wallets.names_a_token(data.get("card")):
+        # `card[token]`: a token in place of card details (a wallet's, or POST /v1/tokens').
+        return wallets.payment_method_from_token(data)
     # Stripe.js's createPaymentMethod sends telemetry fields and may omit the CVC.
     return cls(**payment_method_params(data))
 

@@ -699,6 +699,140 @@ def test_fault_controls(compat: StripeHandle) -> None:
     assert requests.get(url, timeout=10).json() == []
 
 
+# --- wallets (Apple Pay, Google Pay) --------------------------------------------------------
+
+
+def wallet_token(compat: StripeHandle, **spec: Any) -> requests.Response:
+    """The token a wallet's payment sheet gives (the fake's control: Stripe has no API for it)."""
+    return requests.post(f"{compat.url}/_compat/wallet_tokens", json=spec, timeout=10)
+
+
+def card_wallet(payment_method: Any) -> Any:
+    return payment_method.to_dict()["card"]["wallet"]
+
+
+@pytest.mark.parametrize(
+    ("wallet", "tokenization_method"), [("apple_pay", "apple_pay"), ("google_pay", "android_pay")]
+)
+def test_a_wallet_token_becomes_a_card_payment_method_with_its_wallet(
+    compat: StripeHandle, client: stripe.StripeClient, wallet: str, tokenization_method: str
+) -> None:
+    response = wallet_token(compat, wallet=wallet, number="5555555555554444", dynamic_last4="9999")
+    assert response.status_code == 200, response.text
+    token = response.json()
+    assert (token["object"], token["type"]) == ("token", "card")
+    assert token["id"].startswith("tok_")
+    assert token["card"]["tokenization_method"] == tokenization_method  # Stripe's names
+    assert (token["card"]["last4"], token["card"]["dynamic_last4"]) == ("4444", "9999")
+
+    payment_method = client.v1.payment_methods.create(
+        params={"type": "card", "card": {"token": token["id"]}}
+    )
+    assert payment_method.type == "card"
+    assert payment_method.card is not None
+    assert (payment_method.card.last4, payment_method.card.exp_year) == ("4444", 2034)
+    assert card_wallet(payment_method) == {"type": wallet, wallet: {}, "dynamic_last4": "9999"}
+    retrieved = client.v1.payment_methods.retrieve(payment_method.id)
+    assert card_wallet(retrieved) == card_wallet(payment_method)
+
+
+def test_a_card_entered_as_it_is_has_wallet_null(
+    compat: StripeHandle, client: stripe.StripeClient
+) -> None:
+    by_number = client.v1.payment_methods.create(params={"type": "card", "card": card(VISA)})
+    by_alias = client.v1.payment_methods.retrieve("pm_card_visa_debit")
+    plain_token = requests.post(
+        f"{compat.url}/v1/tokens",
+        data={f"card[{k}]": str(v) for k, v in card(VISA).items()},
+        headers={"Authorization": f"Bearer {SECRET_KEY}"},
+        timeout=10,
+    ).json()
+    assert plain_token["card"]["tokenization_method"] is None
+    by_token = client.v1.payment_methods.create(
+        params={"type": "card", "card": {"token": plain_token["id"]}}
+    )
+    for payment_method in (by_number, by_alias, by_token):
+        assert "wallet" in payment_method.to_dict()["card"]  # present, as Stripe sends it
+        assert card_wallet(payment_method) is None
+
+
+def test_a_charge_of_a_wallet_card_names_the_wallet_in_its_payment_method_details(
+    compat: StripeHandle, client: stripe.StripeClient
+) -> None:
+    token = wallet_token(compat, wallet="apple_pay").json()
+    # The portal, as Stripe.js does it: the PaymentMethod made with the publishable key, then
+    # confirmCardPayment(clientSecret, {payment_method: id}).
+    created = requests.post(
+        f"{compat.url}/v1/payment_methods",
+        data={"key": PUBLISHABLE_KEY, "type": "card", "card[token]": token["id"]},
+        timeout=10,
+    )
+    assert created.status_code == 200, created.text
+    intent = client.v1.payment_intents.create(params=intent_params())
+    confirmed = stripe_js_confirm(compat, intent, {"payment_method": created.json()["id"]})
+    assert confirmed.status_code == 200, confirmed.text
+    charge_id = confirmed.json()["latest_charge"]["id"]
+    charge = client.v1.charges.retrieve(charge_id).to_dict()
+    details = charge["payment_method_details"]
+    assert details["type"] == "card"
+    assert details["card"]["last4"] == "4242"
+    assert details["card"]["wallet"] == {
+        "type": "apple_pay",
+        "apple_pay": {},
+        "dynamic_last4": "4242",  # the control's default: the card's own last four
+    }
+
+    plain = client.v1.payment_intents.create(
+        params=intent_params(payment_method="pm_card_visa", confirm=True)
+    )
+    assert plain.latest_charge is not None
+    plain_charge = client.v1.charges.retrieve(str(plain.to_dict()["latest_charge"]["id"]))
+    assert plain_charge.to_dict()["payment_method_details"]["card"]["wallet"] is None
+
+
+def test_a_token_is_used_once_and_what_is_not_a_token_is_refused(
+    compat: StripeHandle, client: stripe.StripeClient
+) -> None:
+    token = wallet_token(compat, wallet="google_pay").json()["id"]
+    client.v1.payment_methods.create(params={"type": "card", "card": {"token": token}})
+    with pytest.raises(stripe.InvalidRequestError) as again:
+        client.v1.payment_methods.create(params={"type": "card", "card": {"token": token}})
+    assert (again.value.http_status, again.value.code) == (400, "token_already_used")
+    assert again.value.param == "card[token]"
+
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.payment_methods.create(params={"type": "card", "card": {"token": "tok_nope"}})
+    assert (unknown.value.http_status, unknown.value.code) == (400, "resource_missing")
+
+    fresh = wallet_token(compat, wallet="apple_pay").json()["id"]
+    with pytest.raises(stripe.InvalidRequestError) as both:
+        client.v1.payment_methods.create(
+            params={"type": "card", "card": {"token": fresh, "number": VISA}}
+        )
+    assert (both.value.http_status, both.value.param) == (400, "card[token]")
+    # Refused before it was used: the token still makes its one PaymentMethod.
+    made = client.v1.payment_methods.create(params={"type": "card", "card": {"token": fresh}})
+    assert card_wallet(made)["type"] == "apple_pay"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {"wallet": "samsung_pay"},
+        {"wallet": "apple_pay", "number": "4242"},
+        {"wallet": "apple_pay", "dynamic_last4": "12345"},
+        {"wallet": "apple_pay", "customer": "cus_1"},
+    ],
+)
+def test_the_wallet_token_control_refuses_what_it_does_not_know(
+    compat: StripeHandle, spec: dict[str, Any]
+) -> None:
+    response = wallet_token(compat, **spec)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("Invalid wallet token")
+
+
 # --- webhooks ------------------------------------------------------------------------------
 
 
