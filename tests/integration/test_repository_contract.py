@@ -967,7 +967,7 @@ class TestPaymentStore:
             make_payment(acct, 5000, status=PaymentStatus.REQUIRES_PAYMENT_METHOD)
         )
         assert repo.put_new_payment(payment)
-        card = CardSummary("pm_new", "visa", "4242", 12, 2030)
+        card = CardSummary("pm_new", "visa", "4242", 12, 2030, wallet="apple_pay")
 
         assert repo.update_payment_status(
             payment, PaymentStatus.REQUIRES_ACTION, payment_method=card, client_secret="cs_new"
@@ -990,7 +990,8 @@ class TestPaymentStore:
         payment = with_intent(make_payment(acct, 5000, allocations=(Allocation(invoice.id, 5000),)))
         assert repo.put_new_payment(payment)
         intent_id = str(payment.stripe_payment_intent_id)
-        charged = CardSummary("pm_chosen", "mastercard", "4444", 1, 2031)
+        # Paid through a wallet: the wallet is kept with the rest of the card.
+        charged = CardSummary("pm_chosen", "mastercard", "4444", 1, 2031, wallet="google_pay")
 
         assert not repo.record_card_details(link_of(payment), "pi_other", charged)
         stranger = make_payment(acct, 100)

@@ -63,3 +63,41 @@ def authenticate(stripe_url: str, intent_id: str, client_secret: str, publishabl
         {"key": publishable_key, "client_secret": client_secret},
     )
     return status
+
+
+def wallet_card(
+    stripe_url: str, publishable_key: str, wallet: str, number: str = VISA
+) -> dict[str, Any]:
+    """The portal's Apple Pay / Google Pay button: the wallet sheet's card token (the fake's
+    control stands in for the device), made a PaymentMethod by Stripe.js with the publishable
+    key (`card[token]`). The PaymentMethod, as Stripe answers it."""
+    request = urllib.request.Request(  # noqa: S310 - loopback Stripe fake
+        f"{stripe_url}/_compat/wallet_tokens",
+        data=json.dumps({"wallet": wallet, "number": number}).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=15) as response:  # noqa: S310
+        token = json.loads(response.read())
+    status, payment_method = _post(
+        f"{stripe_url}/v1/payment_methods",
+        {"key": publishable_key, "type": "card", "card[token]": token["id"]},
+    )
+    assert status == 200, payment_method
+    return payment_method
+
+
+def confirm_with(
+    stripe_url: str,
+    kind: str,
+    intent_id: str,
+    client_secret: str,
+    publishable_key: str,
+    payment_method: str,
+) -> tuple[int, dict[str, Any]]:
+    """confirmCardPayment / confirmCardSetup with a PaymentMethod made already (a wallet's):
+    `kind` is `payment_intents` or `setup_intents`."""
+    return _post(
+        f"{stripe_url}/v1/{kind}/{intent_id}/confirm",
+        {"key": publishable_key, "client_secret": client_secret, "payment_method": payment_method},
+    )
