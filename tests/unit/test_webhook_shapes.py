@@ -13,7 +13,7 @@ import pytest
 import stripe
 from clinic_payments.adapters.stripe_gateway import StripeWebhookVerifier, parse_event
 from clinic_payments.domain.errors import WebhookSignatureError
-from clinic_payments.domain.model import RefundSnapshot, WebhookEvent
+from clinic_payments.domain.model import CardSummary, RefundSnapshot, WebhookEvent
 from clinic_payments.domain.webhooks import WebhookOutcome
 
 from tests.support.fixtures import stripe_resources
@@ -74,6 +74,30 @@ def test_a_charge_lists_its_refunds_with_their_statuses() -> None:
     assert [(r.status, r.failure_reason) for r in event.charge.refunds] == [
         ("failed", "expired_or_canceled_card")
     ]
+
+
+def charge_with_card(card: Any) -> dict[str, Any]:
+    charge = copy.deepcopy(stripe_resources()["charge"])
+    charge.update(payment_method="pm_1", payment_method_details={"type": "card", "card": card})
+    return charge
+
+
+def test_a_charges_card_of_another_shape_is_read_for_what_it_has_never_raised() -> None:
+    # The card details only name the card on receipts: the event is still the charge's.
+    event = parsed(event_of(charge_with_card("visa"), "charge.succeeded"))
+    assert event.unexpected_shape is None
+    assert event.charge is not None
+    assert event.charge.card is None
+
+    odd = {"brand": 5, "last4": "4242", "exp_month": "12", "wallet": {"type": ["apple_pay"]}}
+    event = parsed(event_of(charge_with_card(odd), "charge.succeeded"))
+    assert event.charge is not None
+    assert event.charge.card == CardSummary("pm_1", None, "4242", None, None, wallet=None)
+
+    wallet_as_text = {"brand": "visa", "last4": "4242", "wallet": "apple_pay"}
+    event = parsed(event_of(charge_with_card(wallet_as_text), "charge.succeeded"))
+    assert event.charge is not None
+    assert event.charge.card == CardSummary("pm_1", "visa", "4242", wallet=None)
 
 
 def _with(change: Any) -> dict[str, Any]:
