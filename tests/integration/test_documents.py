@@ -155,7 +155,14 @@ def test_a_card_payment_has_its_receipt_once_it_has_succeeded(clinic):
         "payment_id": payment["id"],
         "confirmation_number": settled["confirmation_number"],
         "clinic_name": "Test Clinic",
-        "date_posted": settled["succeeded_at"][:10],
+        "clinic_profile": {  # a clinic that never gave its profile
+            "legal_name": "",
+            "address": "",
+            "phone": "",
+            "email": "",
+            "tax_registration_number": "",
+        },
+        "date_posted": settled["succeeded_at"][:10],  # a clinic in UTC
         "succeeded_at": settled["succeeded_at"],
         "purpose": "invoice",
         "amount": 15000,
@@ -173,6 +180,7 @@ def test_a_card_payment_has_its_receipt_once_it_has_succeeded(clinic):
         "reference": "1.1.2026 1000 CC",
         "location_id": None,
         "location_name": None,
+        "refunds": [],
     }
     clinic.check_invariant("pat_a")
 
