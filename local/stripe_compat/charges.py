@@ -9,6 +9,8 @@ https://docs.stripe.com/api/events/types):
   charged: what a receipt needs, without asking for the payment method;
 - a successful charge emits `charge.succeeded` beside the intent's `payment_intent.succeeded`
   (their order is not guaranteed).
+
+A bank debit's charge shows its type's details and mandate instead (`debits.charge_details`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 from localstripe.resources import Charge, Event, PaymentMethod
 from localstripe.webhooks import schedule_webhook
+
+from local.stripe_compat import debits
 
 _installed = False
 
@@ -32,6 +36,8 @@ def install() -> None:
 
 def _payment_method_details(charge: Any) -> dict[str, Any] | None:
     payment_method = PaymentMethod._api_retrieve(charge.payment_method)
+    if debits.is_debit(payment_method):
+        return debits.charge_details(charge, payment_method)
     card = getattr(payment_method, "card", None)
     if payment_method.type != "card" or not isinstance(card, dict):
         return {"type": payment_method.type}

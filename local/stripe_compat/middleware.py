@@ -18,7 +18,7 @@ from localstripe import server
 from localstripe.errors import UserError
 from localstripe.resources import PaymentIntent, PaymentMethod, SetupIntent
 
-from local.stripe_compat import rules
+from local.stripe_compat import debits, rules
 from local.stripe_compat.controls import PREFIX, STATE, route_label
 from local.stripe_compat.idempotency import stripe_error
 
@@ -48,6 +48,7 @@ async def compat_middleware(request: web.Request, handler: Handler) -> web.Strea
     response = await state.idempotency.handle(request, execute)
     if request.method == "DELETE" and request.path == "/_config/data":
         state.idempotency.clear()  # saved responses would name objects that no longer exist
+        debits.forget_pending()  # so would pending debits
     if fault is not None and fault.mode == "error_after":
         return fault.response()  # the work is done (and saved for replay); the caller never knows
     return response
@@ -77,6 +78,9 @@ PUBLISHABLE_ROUTES: dict[tuple[str, str], Any] = {
     ("GET", "/v1/payment_intents/{id}"): PaymentIntent,
     ("GET", "/v1/setup_intents/{id}"): SetupIntent,
     ("POST", "/v1/payment_methods"): None,
+    # Stripe.js verifyMicrodepositsForPayment / verifyMicrodepositsForSetup (ACH).
+    ("POST", "/v1/payment_intents/{id}/verify_microdeposits"): PaymentIntent,
+    ("POST", "/v1/setup_intents/{id}/verify_microdeposits"): SetupIntent,
 }
 
 

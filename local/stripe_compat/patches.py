@@ -21,7 +21,16 @@ from localstripe.resources import (
 )
 from localstripe.webhooks import schedule_webhook
 
-from local.stripe_compat import aliases, charges, event_list, refunds, rules, wallets
+from local.stripe_compat import (
+    aliases,
+    bank_accounts,
+    charges,
+    debits,
+    event_list,
+    refunds,
+    rules,
+    wallets,
+)
 from local.stripe_compat.cards import (
     AUTHENTICATE_UNLESS_SET_UP,
     AUTHENTICATION_REQUIRED,
@@ -44,7 +53,6 @@ CONFIRM_PASSTHROUGH = (
     "use_stripe_sdk",
     "return_url",
     "expected_payment_method_type",
-    "mandate_data",
     "payment_method_options",
     "error_on_requires_action",
 )
@@ -63,6 +71,7 @@ def install() -> None:
     refunds.install()  # refund.* and charge.refunded events; 4000000000005126 refunds fail
     charges.install()  # payment_method_details on charges; charge.succeeded events
     wallets.install()  # card.wallet on card PaymentMethods (Apple Pay, Google Pay tokens)
+    debits.install()  # Stripe's bank-debit test PaymentMethod ids (pm_usBankAccount_success...)
 
     # State stays in memory: localstripe pickles its store to /tmp/localstripe.pickle on every
     # write and reloads it at start. Class-level, because Store.__setitem__ calls it too.
@@ -74,10 +83,12 @@ def install() -> None:
     _original["pi_report_failure"] = PaymentIntent._report_failure
     _original["pi_last_payment_error"] = PaymentIntent.last_payment_error.fget
     _original["pi_list"] = PaymentIntent._api_list_all.__func__
+    _original["pi_update"] = PaymentIntent._api_update.__func__
     _original["si_confirm"] = SetupIntent._api_confirm.__func__
     _original["si_attach_pm"] = SetupIntent._attach_pm
     _original["pm_attach"] = PaymentMethod._api_attach.__func__
     _original["pm_charging_is_declined"] = PaymentMethod._charging_is_declined
+    _original["pm_list"] = PaymentMethod._api_list_all.__func__
 
     PaymentIntent._api_create = classmethod(_intent_create)
     PaymentIntent._api_confirm = classmethod(_intent_confirm)
@@ -85,6 +96,7 @@ def install() -> None:
     PaymentIntent._report_failure = _intent_report_failure
     PaymentIntent.last_payment_error = property(_intent_last_payment_error)
     PaymentIntent._api_list_all = classmethod(_intent_list)
+    PaymentIntent._api_update = classmethod(_intent_update)
     # Fields of every Stripe PaymentIntent that localstripe leaves out; settlement reads them.
     PaymentIntent.amount_received = property(_intent_amount_received)
     PaymentIntent.amount_capturable = property(_intent_amount_capturable)
@@ -98,6 +110,7 @@ def install() -> None:
     PaymentMethod._api_detach = classmethod(_payment_method_detach)
     PaymentMethod._api_attach = classmethod(_payment_method_attach)
     PaymentMethod._charging_is_declined = _payment_method_charging_is_declined
+    PaymentMethod._api_list_all = classmethod(_payment_method_list)
     Charge._set_auth_failure = _charge_set_auth_failure
     Charge._raise_failure = _charge_raise_failure
     _original["refund_init"] = Refund.__init__
@@ -132,11 +145,15 @@ def _intent_create(
     setup_future_usage: Any = None,
     automatic_payment_methods: Any = None,
     return_url: Any = None,  # accepted as Stripe does; nothing here redirects
+    allowed_payment_method_types: Any = None,
+    mandate: Any = None,
+    mandate_data: Any = None,
     **data: Any,
 ) -> Any:
     """POST /v1/payment_intents with Stripe's optional parameters: `description`,
     `receipt_email`, `statement_descriptor_suffix`, `setup_future_usage` stored and returned;
-    `confirm=true` (with `off_session`, `payment_method_data`) confirms at once."""
+    `allowed_payment_method_types` instead of automatic payment methods; `confirm=true` (with
+    `off_session`, `payment_method_data`, `mandate_data` or `mandate`) confirms at once."""
     confirm = _flag(confirm, "confirm")
     off_session = _flag(off_session, "off_session")
     if off_session and not confirm:
@@ -154,6 +171,7 @@ def _intent_create(
     # Stripe's default since 2023-08-16 (automatic payment methods, redirects allowed): the
     # return_url rule (rules.return_url) reads it when the intent is confirmed.
     intent.automatic_payment_methods = rules.automatic_payment_methods(automatic_payment_methods)
+    _set_allowed_types(intent, allowed_payment_method_types)
     for name in (*INTENT_FIELDS, "setup_future_usage"):
         setattr(intent, name, None)
     _set_fields(intent, fields)
@@ -161,8 +179,29 @@ def _intent_create(
     if confirm:
         if payment_method is None:
             raise _missing_payment_method()
-        _confirm(intent, payment_method, off_session=off_session)
+        _confirm(
+            intent,
+            payment_method,
+            off_session=off_session,
+            mandate=mandate,
+            mandate_data=mandate_data,
+        )
     return intent
+
+
+def _set_allowed_types(intent: Any, allowed: Any, *, initial: bool = True) -> None:
+    """`allowed_payment_method_types` (exclusive of automatic payment methods, which are then
+    null): `payment_method_types` is the compatible subset (rules refuse an empty one)."""
+    if allowed is None:
+        if initial:
+            intent.allowed_payment_method_types = None
+        return
+    allowed = list(allowed) if isinstance(allowed, list) else [allowed]
+    currency = getattr(intent, "currency", None)
+    currency = str(currency).lower() if currency is not None else None
+    intent.allowed_payment_method_types = allowed
+    intent.payment_method_types = bank_accounts.compatible_types(allowed, currency)
+    intent.automatic_payment_methods = None
 
 
 def _intent_confirm(
@@ -173,11 +212,15 @@ def _intent_confirm(
     off_session: Any = None,
     setup_future_usage: Any = None,
     receipt_email: Any = None,
+    mandate: Any = None,
+    mandate_data: Any = None,
+    allowed_payment_method_types: Any = None,
     **params: Any,
 ) -> Any:
     """POST /v1/payment_intents/{id}/confirm, also with a payment method (`payment_method` or
-    `payment_method_data`, as Stripe.js sends it), `off_session` and `setup_future_usage`.
-    localstripe answers 500 "Not implemented" to those."""
+    `payment_method_data`, as Stripe.js sends it), `off_session`, `setup_future_usage` and, for
+    bank debits, `mandate_data` or `mandate`. localstripe answers 500 "Not implemented" to
+    those."""
     _reject_unexpected(params, allowed=CONFIRM_PASSTHROUGH)
     intent = cls._api_retrieve(id)
     if intent.status not in CONFIRMABLE:
@@ -195,17 +238,29 @@ def _intent_confirm(
             raise _missing_payment_method()
         chosen = PaymentMethod._api_retrieve(intent.payment_method)
     _set_fields(intent, fields)
-    _confirm(intent, chosen, off_session=off_session)
+    _set_allowed_types(intent, allowed_payment_method_types, initial=False)
+    _confirm(intent, chosen, off_session=off_session, mandate=mandate, mandate_data=mandate_data)
     return intent
 
 
-def _confirm(intent: Any, payment_method: Any, *, off_session: bool) -> None:
+def _confirm(
+    intent: Any,
+    payment_method: Any,
+    *,
+    off_session: bool,
+    mandate: Any = None,
+    mandate_data: Any = None,
+) -> None:
     """One confirmation attempt, through localstripe's own `_confirm` (3DS -> requires_action,
-    otherwise a charge that succeeds or declines and emits payment_intent.* events)."""
+    otherwise a charge that succeeds or declines and emits payment_intent.* events); a bank
+    debit goes `processing` and settles later (`debits.py`)."""
     if payment_method.customer and intent.customer and payment_method.customer != intent.customer:
         raise invalid_request(
             "The provided PaymentMethod is attached to another customer.", "payment_method"
         )
+    if debits.is_debit(payment_method):
+        debits.confirm_payment(intent, payment_method, mandate=mandate, mandate_data=mandate_data)
+        return
     intent.payment_method = payment_method.id
     intent.latest_charge = None  # a new attempt; an earlier failed charge stays in the store
     intent.next_action = None
@@ -262,7 +317,7 @@ def _intent_report_failure(self: Any) -> None:
 
 
 def _intent_last_payment_error(self: Any) -> Any:
-    error = _original["pi_last_payment_error"](self)
+    error = debits.last_payment_error(self, _original["pi_last_payment_error"](self))
     charge = self.latest_charge
     decline = getattr(charge, "_compat_decline", None)
     if error and decline is not None and not self._authentication_failed:
@@ -274,6 +329,18 @@ def _intent_last_payment_error(self: Any) -> Any:
             payment_method=PaymentMethod._api_retrieve(charge.payment_method)._export(),
         )
     return error
+
+
+def _intent_update(
+    cls: type, id: str, allowed_payment_method_types: Any = None, **data: Any
+) -> Any:
+    """POST /v1/payment_intents/{id} with `allowed_payment_method_types`: the compatible
+    types are worked out again (also when the currency changes)."""
+    intent = _original["pi_update"](cls, id, **data) if data else cls._api_retrieve(id)
+    if allowed_payment_method_types is None:
+        allowed_payment_method_types = getattr(intent, "allowed_payment_method_types", None)
+    _set_allowed_types(intent, allowed_payment_method_types, initial=False)
+    return intent
 
 
 def _intent_list(cls: type, url: str, customer: Any = None, **params: Any) -> Any:
@@ -333,7 +400,7 @@ def _payment_method_to_use(payment_method: Any, payment_method_data: Any) -> Any
             "You cannot provide both payment_method and payment_method_data.", "payment_method"
         )
     if payment_method_data is not None:
-        return PaymentMethod(**payment_method_params(payment_method_data))
+        return debits.new_payment_method(payment_method_params(payment_method_data))
     if payment_method is not None:
         if not isinstance(payment_method, str):
             raise invalid_request("Invalid payment_method: must be a string", "payment_method")
@@ -360,12 +427,23 @@ def _setup_confirm(
     **params: Any,
 ) -> Any:
     """POST /v1/setup_intents/{id}/confirm as Stripe.js's confirmCardSetup sends it. On success
-    Stripe attaches the payment method to the intent's customer."""
-    for name in ("return_url", "mandate_data", "expected_payment_method_type"):
+    Stripe attaches the payment method to the intent's customer. A bank account is saved with
+    the mandate its holder accepts (`mandate_data`, `debits.confirm_setup`)."""
+    mandate_data = params.pop("mandate_data", None)
+    for name in ("return_url", "expected_payment_method_type"):
         params.pop(name, None)
     if payment_method_data is not None:
         payment_method_data = payment_method_params(payment_method_data)
     intent = cls._api_retrieve(id)
+    debit = _setup_debit(payment_method_data, params.get("payment_method"))
+    if debit is not None:
+        if intent.status not in CONFIRMABLE:
+            raise invalid_request(
+                f"You cannot confirm this SetupIntent because it has a status of {intent.status}.",
+                code="setup_intent_unexpected_state",
+            )
+        debits.confirm_setup(intent, debit, mandate_data)
+        return intent
     before = intent.status
     _original["si_confirm"](cls, id, payment_method_data=payment_method_data, **params)
     if intent.status == "succeeded" and before != "succeeded":
@@ -379,10 +457,29 @@ def _setup_confirm(
     return intent
 
 
-def _setup_create(cls: type, automatic_payment_methods: Any = None, **data: Any) -> Any:
-    """POST /v1/setup_intents with `automatic_payment_methods`, stored as Stripe does."""
+def _setup_debit(payment_method_data: Any, payment_method: Any) -> Any:
+    """The bank account a SetupIntent confirm saves, or None (cards are localstripe's)."""
+    if isinstance(payment_method_data, dict):
+        if payment_method_data.get("type") in bank_accounts.DEBIT_TYPES:
+            return debits.new_payment_method(payment_method_data)
+        return None
+    if debits.payment_method_type(payment_method) in bank_accounts.DEBIT_TYPES:
+        return PaymentMethod._api_retrieve(payment_method)
+    return None
+
+
+def _setup_create(
+    cls: type,
+    automatic_payment_methods: Any = None,
+    allowed_payment_method_types: Any = None,
+    **data: Any,
+) -> Any:
+    """POST /v1/setup_intents with `automatic_payment_methods` or
+    `allowed_payment_method_types`, stored as Stripe does."""
     intent = _original["si_create"](cls, **data)
     intent.automatic_payment_methods = rules.automatic_payment_methods(automatic_payment_methods)
+    intent.mandate = None  # set when a bank account is saved with its mandate
+    _set_allowed_types(intent, allowed_payment_method_types)
     return intent
 
 
@@ -411,7 +508,23 @@ def _payment_method_create(cls: type, **data: Any) -> Any:
         # `card[token]`: a token in place of card details (a wallet's, or POST /v1/tokens').
         return wallets.payment_method_from_token(data)
     # Stripe.js's createPaymentMethod sends telemetry fields and may omit the CVC.
-    return cls(**payment_method_params(data))
+    return debits.new_payment_method(payment_method_params(data))
+
+
+def _payment_method_list(
+    cls: type,
+    url: str,
+    customer: Any = None,
+    type: Any = None,  # localstripe's keyword, as Stripe's parameter
+    limit: Any = None,
+    starting_after: Any = None,
+) -> Any:
+    # localstripe lists cards only; Stripe lists a customer's PaymentMethods of any type.
+    if type in bank_accounts.DEBIT_TYPES:
+        return debits.list_payment_methods(url, customer, type, limit, starting_after)
+    return _original["pm_list"](
+        cls, url, customer=customer, type=type, limit=limit, starting_after=starting_after
+    )
 
 
 def _payment_method_attach(cls: type, id: str, **params: Any) -> Any:
@@ -425,9 +538,11 @@ def _payment_method_attach(cls: type, id: str, **params: Any) -> Any:
 
 
 def _payment_method_detach(cls: type, id: str, **params: Any) -> Any:
-    # Stripe: a detached PaymentMethod may not be used again (rules.payment_method_owner).
+    # Stripe: a detached PaymentMethod may not be used again (rules.payment_method_owner),
+    # and detaching a bank account cancels its mandates.
     payment_method = _original["pm_detach"](cls, id, **params)
     payment_method._compat_detached = True
+    debits.deactivate_mandates(payment_method)
     return payment_method
 
 

@@ -14,7 +14,7 @@ import signal
 from aiohttp import web
 from localstripe import server
 
-from local.stripe_compat import controls, patches
+from local.stripe_compat import controls, debits, patches
 from local.stripe_compat.middleware import (
     auth_middleware,
     compat_middleware,
@@ -46,6 +46,7 @@ def build_app() -> web.Application:
         ]
     )
     controls.add_routes(app)
+    debits.add_routes(app, server.api_retrieve, server.api_extra)
     return app
 
 
