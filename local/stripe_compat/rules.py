@@ -44,6 +44,7 @@ from stripe._request_options import RequestOptions
 from stripe._stripe_context import StripeContext
 from typing_extensions import is_typeddict
 
+from local.stripe_compat import bank_accounts, debits
 from local.stripe_compat.cards import STRIPE_JS_TELEMETRY
 from local.stripe_compat.idempotency import stripe_error
 
@@ -77,6 +78,8 @@ _HINT_NAMES = {**vars(typing), "StripeContext": StripeContext}
 # Client options of the SDK (api_key, idempotency_key...): never sent as parameters.
 _SDK_OPTIONS = frozenset(typing.get_type_hints(RequestOptions, localns=_HINT_NAMES))
 
+_PI_VERIFY = "/v1/payment_intents/{id}/verify_microdeposits"
+_SI_VERIFY = "/v1/setup_intents/{id}/verify_microdeposits"
 ROUTES: dict[tuple[str, str], type] = {
     ("POST", "/v1/customers"): sp.CustomerCreateParams,
     ("GET", "/v1/customers"): sp.CustomerListParams,
@@ -109,6 +112,9 @@ ROUTES: dict[tuple[str, str], type] = {
     ("GET", "/v1/charges/{id}"): sp.ChargeRetrieveParams,
     ("GET", "/v1/events"): sp.EventListParams,
     ("GET", "/v1/events/{id}"): sp.EventRetrieveParams,
+    ("GET", "/v1/mandates/{id}"): sp.MandateRetrieveParams,
+    ("POST", _PI_VERIFY): sp.PaymentIntentVerifyMicrodepositsParams,
+    ("POST", _SI_VERIFY): sp.SetupIntentVerifyMicrodepositsParams,
 }
 
 # What Stripe.js adds where it calls with the publishable key: the key, the object's client
@@ -118,20 +124,31 @@ _CARD_FIELDS: Mapping[str, Any] = {name: str for name in ("number", "exp_month",
 _TELEMETRY: Mapping[str, Any] = {name: Any for name in STRIPE_JS_TELEMETRY}
 _STRIPE_JS_PM_DATA: Mapping[str, Any] = {**_TELEMETRY, "card": _CARD_FIELDS}
 _STRIPE_JS_TOP: Mapping[str, Any] = {"key": str, "client_secret": str, **_TELEMETRY}
+# Stripe.js cannot know the customer's IP address and user agent: it asks Stripe to take them
+# from the browser's request (Stripe's client SDKs send the same, e.g. stripe-android's
+# MandateDataParams).
+_STRIPE_JS_MANDATE: Mapping[str, Any] = {
+    "customer_acceptance": {"online": {"infer_from_client": str}}
+}
 PUBLISHABLE_ROUTES: dict[tuple[str, str], Mapping[str, Any]] = {
     ("POST", "/v1/payment_intents/{id}/confirm"): {
         **_STRIPE_JS_TOP,
         "payment_method_data": _STRIPE_JS_PM_DATA,
         "expected_payment_method_type": str,
+        "mandate_data": _STRIPE_JS_MANDATE,
     },
     ("GET", "/v1/payment_intents/{id}"): _STRIPE_JS_TOP,
     ("POST", "/v1/setup_intents/{id}/confirm"): {
         **_STRIPE_JS_TOP,
         "payment_method_data": _STRIPE_JS_PM_DATA,
         "expected_payment_method_type": str,
+        "mandate_data": _STRIPE_JS_MANDATE,
     },
     ("GET", "/v1/setup_intents/{id}"): _STRIPE_JS_TOP,
     ("POST", "/v1/payment_methods"): _STRIPE_JS_TOP,
+    # Stripe.js verifyMicrodepositsForPayment / verifyMicrodepositsForSetup.
+    ("POST", _PI_VERIFY): _STRIPE_JS_TOP,
+    ("POST", _SI_VERIFY): _STRIPE_JS_TOP,
 }
 
 _hints_cache: dict[type, dict[str, Any]] = {}
@@ -475,6 +492,8 @@ def return_url(call: Call) -> None:
     if route == ("POST", "/v1/payment_intents"):
         if not _flag(params.get("confirm")) or _flag(params.get("off_session")):
             return
+        if "allowed_payment_method_types" in params:
+            return  # no automatic payment methods (the debit types do not redirect)
         settings = automatic_payment_methods(params.get("automatic_payment_methods"))
         kind = "Payment Intent"
     elif route == ("POST", "/v1/payment_intents/{id}/confirm"):
@@ -584,6 +603,14 @@ def refundable(call: Call) -> None:
         charge = store.get("charge:" + charge_id)
     if not isinstance(charge, Charge):
         return
+    if charge.status != "succeeded":
+        # A bank debit still `processing` has a pending charge: Stripe refunds a payment after
+        # it succeeds and cancels one before (https://docs.stripe.com/refunds).
+        raise Refusal(
+            f"Charge {charge.id} is {charge.status} and cannot be refunded: only a successful "
+            "charge can be.",
+            "charge",
+        )
     refunded = sum(
         int(refund.amount)
         for refund in store.values()
@@ -618,6 +645,313 @@ def list_limit(call: Call) -> None:
         raise Refusal("This value must be less than or equal to 100.", "limit")
 
 
+# --- bank debits ---------------------------------------------------------------------------
+
+_PI_CREATE = ("POST", "/v1/payment_intents")
+_PI_UPDATE = ("POST", "/v1/payment_intents/{id}")
+_PI_CONFIRM = ("POST", "/v1/payment_intents/{id}/confirm")
+_SI_CREATE = ("POST", "/v1/setup_intents")
+_SI_UPDATE = ("POST", "/v1/setup_intents/{id}")
+_SI_CONFIRM = ("POST", "/v1/setup_intents/{id}/confirm")
+_EXCLUSIVE_WITH_ALLOWED = (
+    "automatic_payment_methods",
+    "excluded_payment_method_types",
+    "payment_method_configuration",
+)
+
+
+def _list_values(call: Call, name: str) -> list[str] | None:
+    """A list parameter in its order, from form pairs (`name[0]`, `name[]`) or JSON."""
+    value = call.params.get(name)
+    if isinstance(value, list):
+        return [str(item) for item in value]
+    if name not in call.params:
+        return None
+    values = [item for key, item in call.pairs if _split(key)[0] == name and key != name]
+    return values or ([str(value)] if isinstance(value, str) else [])
+
+
+def allowed_payment_method_types(call: Call) -> None:
+    """`allowed_payment_method_types` (2026-07-29.dahlia): mutually exclusive with
+    `automatic_payment_methods`, `excluded_payment_method_types` and
+    `payment_method_configuration`; Stripe keeps the types compatible with the intent (a debit
+    in its own currency) in `payment_method_types`. That none is left is refused (the docs do
+    not say what Stripe does then: the stricter choice)
+    (https://docs.stripe.com/changelog/dahlia/2026-07-29/allowed-payment-method-types-parameter)."""
+    route = (call.method, call.route)
+    if route not in (_PI_CREATE, _PI_UPDATE, _PI_CONFIRM, _SI_CREATE, _SI_UPDATE, _SI_CONFIRM):
+        return
+    allowed = _list_values(call, "allowed_payment_method_types")
+    if allowed is None:
+        return
+    for other in _EXCLUSIVE_WITH_ALLOWED:
+        if other in call.params:
+            raise Refusal(
+                f"`allowed_payment_method_types` cannot be used together with `{other}`.",
+                "allowed_payment_method_types",
+            )
+    if not allowed:
+        raise Refusal(
+            "`allowed_payment_method_types` must list at least one payment method type.",
+            "allowed_payment_method_types",
+        )
+    for index, kind in enumerate(allowed):
+        if kind not in bank_accounts.STRIPE_TYPES:
+            raise Refusal(
+                f"Invalid allowed_payment_method_types[{index}]: must be one of "
+                + ", ".join(sorted(bank_accounts.STRIPE_TYPES)),
+                f"allowed_payment_method_types[{index}]",
+            )
+    currency = call.params.get("currency")
+    if (
+        currency is None
+        and call.object_id is not None
+        and route[1].startswith("/v1/payment_intents")
+    ):
+        currency = _stored(PaymentIntent, call.object_id, "currency")
+    currency = str(currency).lower() if currency is not None else None
+    if not bank_accounts.compatible_types(allowed, currency):
+        detail = "".join(
+            f" {kind} takes {bank_accounts.DEBIT_CURRENCIES[kind]} only."
+            for kind in allowed
+            if kind in bank_accounts.DEBIT_CURRENCIES
+        )
+        raise Refusal(
+            "None of the payment method types in `allowed_payment_method_types` can be used "
+            f"with this {'PaymentIntent' if 'payment_intents' in route[1] else 'SetupIntent'}"
+            f"{f' in {currency}' if currency else ''}.{detail}",
+            "allowed_payment_method_types",
+        )
+
+
+def mandate_needs_confirm(call: Call) -> None:
+    """`mandate` and `mandate_data` can only be used with `confirm=true` at creation
+    (https://docs.stripe.com/api/payment_intents/create#create_payment_intent-mandate_data;
+    Stripe's message as reported in opencollective/opencollective-api#9603)."""
+    if (call.method, call.route) != _PI_CREATE or _flag(call.params.get("confirm")):
+        return
+    for name in ("mandate", "mandate_data"):
+        if name in call.params:
+            raise Refusal(
+                f"The parameter `{name}` cannot be passed when creating a PaymentIntent unless "
+                "`confirm` is set to true.",
+                name,
+            )
+
+
+def new_debit_payment_method(call: Call) -> None:
+    """A new bank-debit PaymentMethod (`POST /v1/payment_methods`, `payment_method_data`):
+    valid bank details (`invalid_bank_account_iban`, `routing_number_invalid`,
+    `account_number_invalid`) and the billing details its mandate needs
+    (`parameter_missing`). Bacs details are collected by Stripe (Checkout or the Payment
+    Element) only: refused with the secret key (stricter; not documented as an error)."""
+    route = (call.method, call.route)
+    data: Any
+    if route == ("POST", "/v1/payment_methods"):
+        data, prefix = call.params, ""
+    elif route in (_PI_CREATE, _PI_CONFIRM, _SI_CONFIRM):
+        data, prefix = call.params.get("payment_method_data"), "payment_method_data"
+    else:
+        return
+    if not isinstance(data, dict) or data.get("type") not in bank_accounts.DEBIT_TYPES:
+        return
+    if data["type"] == "bacs_debit" and not call.publishable:
+        raise Refusal(
+            "Bacs Direct Debit details are collected by Stripe Checkout or the Payment Element "
+            "(Stripe.js), not sent with a secret key; use a test PaymentMethod such as "
+            "pm_bacsDebit_success on the server.",
+            f"{prefix}[type]" if prefix else "type",
+        )
+    problem = bank_accounts.payment_method_problem(data, prefix)
+    if problem is not None:
+        raise Refusal(problem.message, problem.param, problem.code)
+
+
+@dataclass(frozen=True)
+class _Confirmation:
+    """A confirm (or create with confirm=true) as the debit rules see it."""
+
+    kind: str  # "PaymentIntent" or "SetupIntent"
+    intent: Any  # the stored intent; None at creation
+    types: list[str]  # the payment method types the intent can use
+    payment_method_type: str | None
+    payment_method: Any  # the stored PaymentMethod, when one is named
+    setup_future_usage: Any
+    off_session: bool
+
+
+def _confirmation(call: Call) -> _Confirmation | None:
+    route = (call.method, call.route)
+    params = call.params
+    intent: Any = None
+    if route == _PI_CREATE:
+        if not _flag(params.get("confirm")):
+            return None
+        kind, future = "PaymentIntent", params.get("setup_future_usage")
+        currency = str(params.get("currency", "")).lower() or None
+        types = ["card"]
+    elif route in (_PI_CONFIRM, _SI_CONFIRM) and call.object_id is not None:
+        owner = PaymentIntent if route == _PI_CONFIRM else SetupIntent
+        intent = store.get(f"{owner.object}:{call.object_id}")
+        if intent is None:
+            return None
+        kind = "PaymentIntent" if route == _PI_CONFIRM else "SetupIntent"
+        future = params.get("setup_future_usage") or getattr(intent, "setup_future_usage", None)
+        currency = str(getattr(intent, "currency", "")).lower() or None
+        types = list(getattr(intent, "payment_method_types", None) or ["card"])
+    else:
+        return None
+    allowed = _list_values(call, "allowed_payment_method_types")
+    if allowed is not None:
+        types = bank_accounts.compatible_types(allowed, currency)
+    data = params.get("payment_method_data")
+    payment_method: Any = None
+    if isinstance(data, dict):
+        pm_type = data.get("type")
+    else:
+        pm_id = params.get("payment_method")
+        if pm_id is None and intent is not None:
+            pm_id = intent.payment_method
+        pm_type = debits.payment_method_type(pm_id)
+        payment_method = store.get(f"payment_method:{pm_id}") if isinstance(pm_id, str) else None
+    return _Confirmation(
+        kind=kind,
+        intent=intent,
+        types=types,
+        payment_method_type=pm_type if isinstance(pm_type, str) else None,
+        payment_method=payment_method,
+        setup_future_usage=future,
+        off_session=_flag(params.get("off_session")),
+    )
+
+
+def payment_method_type_allowed(call: Call) -> None:
+    """A PaymentMethod whose type the intent cannot use (not in its `payment_method_types`:
+    automatic payment methods take cards only here, the fake's Dashboard having only cards).
+    Stripe's message as reported in stripe/stripe-terminal-react-native#745."""
+    confirmation = _confirmation(call)
+    if confirmation is None or confirmation.payment_method_type is None:
+        return
+    kind = confirmation.payment_method_type
+    if kind not in confirmation.types:
+        raise Refusal(
+            f"The PaymentMethod provided ({kind}) is not allowed for this "
+            f"{confirmation.kind}. Please attach a PaymentMethod of one of the following types: "
+            f"{', '.join(confirmation.types)}. Alternatively, update the allowed "
+            f'payment_method_types for this {confirmation.kind} to include "{kind}".',
+            "payment_method",
+        )
+
+
+def debit_setup_future_usage(call: Call) -> None:
+    """A bank debit is saved for off-session use only: SEPA "only accepts an off_session
+    value" (https://docs.stripe.com/payments/sepa-debit/accept-a-payment); applied to every
+    debit (the stricter choice where the docs say nothing)."""
+    confirmation = _confirmation(call)
+    if confirmation is None or confirmation.payment_method_type not in bank_accounts.DEBIT_TYPES:
+        return
+    if confirmation.setup_future_usage == "on_session":
+        raise Refusal(
+            f"`setup_future_usage` must be `off_session` for {confirmation.payment_method_type} "
+            "payment methods.",
+            "setup_future_usage",
+        )
+
+
+def _mandate_data_problem(call: Call, mandate_data: Any) -> Refusal | None:
+    base = "mandate_data[customer_acceptance]"
+    acceptance = mandate_data.get("customer_acceptance") if isinstance(mandate_data, dict) else None
+    if not isinstance(acceptance, dict):
+        return _missing(base)
+    kind = acceptance.get("type")
+    if kind is None:
+        return _missing(f"{base}[type]")
+    if kind not in ("online", "offline"):
+        return Refusal(f"Invalid {base}[type]: must be one of online, offline", f"{base}[type]")
+    if kind == "offline":
+        return None
+    online = acceptance.get("online")
+    if not isinstance(online, dict):
+        return _missing(f"{base}[online]")
+    if call.publishable and _flag(online.get("infer_from_client")):
+        return None
+    for name in ("ip_address", "user_agent"):
+        if not online.get(name):
+            return _missing(f"{base}[online][{name}]")
+    return None
+
+
+def _missing(param: str) -> Refusal:
+    problem = bank_accounts.missing(param)
+    return Refusal(problem.message, problem.param, problem.code)
+
+
+def debit_mandate(call: Call) -> None:
+    """A bank debit needs the customer's mandate: `mandate_data` with the acceptance (online:
+    IP address and user agent, or Stripe.js's `infer_from_client`), an active `mandate`, or,
+    for a PaymentIntent, the saved PaymentMethod's active mandate (off-session payments).
+    Without one, `parameter_missing` (as reported for SEPA with `setup_future_usage` in
+    laravel/cashier-stripe#1515, and woocommerce/woocommerce-gateway-stripe#1996)."""
+    confirmation = _confirmation(call)
+    if confirmation is None:
+        return
+    kind = confirmation.payment_method_type
+    if kind not in bank_accounts.DEBIT_TYPES:
+        return
+    mandate_data = call.params.get("mandate_data")
+    if mandate_data is not None:
+        problem = _mandate_data_problem(call, mandate_data)
+        if problem is not None:
+            raise problem
+        return
+    mandate_id = call.params.get("mandate")
+    if confirmation.kind == "PaymentIntent" and isinstance(mandate_id, str):
+        mandate = store.get("mandate:" + mandate_id)
+        payment_method = confirmation.payment_method
+        if mandate is None or (
+            payment_method is not None and mandate.payment_method != payment_method.id
+        ):
+            raise Refusal(f"No such mandate: '{mandate_id}'", "mandate", "resource_missing")
+        if mandate.status != "active":
+            raise Refusal(
+                f"The mandate {mandate_id} is {mandate.status} and cannot be used for a payment.",
+                "mandate",
+            )
+        return
+    intent_id = confirmation.intent.id if confirmation.intent is not None else None
+    if confirmation.kind == "PaymentIntent" and debits.usable_mandate(
+        confirmation.payment_method, intent_id
+    ):
+        return
+    with_future = " and `setup_future_usage`" if confirmation.setup_future_usage else ""
+    had = getattr(confirmation.payment_method, "_compat_mandates", None)
+    reason = " (its mandate is no longer active)" if had else ""
+    raise Refusal(
+        f"When confirming a {confirmation.kind} with a `{kind}` PaymentMethod{with_future}, "
+        f"`mandate_data` is required{reason}.",
+        "mandate_data",
+        "parameter_missing",
+    )
+
+
+def us_bank_account_verification(call: Call) -> None:
+    """`verification_method=instant` takes Financial Connections accounts only
+    (https://docs.stripe.com/payments/ach-direct-debit/accept-a-payment, "Instant only
+    verification"); the fake has none, so account numbers are refused with it rather than
+    verified by microdeposits Stripe would not send."""
+    confirmation = _confirmation(call)
+    if confirmation is None or confirmation.payment_method_type != "us_bank_account":
+        return
+    options = call.params.get("payment_method_options")
+    ach = options.get("us_bank_account") if isinstance(options, dict) else None
+    if isinstance(ach, dict) and ach.get("verification_method") == "instant":
+        raise Refusal(
+            "This bank account cannot be verified instantly: instant verification needs a "
+            "Financial Connections account.",
+            "payment_method_options[us_bank_account][verification_method]",
+        )
+
+
 # In Stripe's order: the parameters' names, then their values, then the objects they name.
 RULES: tuple[Rule, ...] = (
     no_payment_method_types,
@@ -625,9 +959,16 @@ RULES: tuple[Rule, ...] = (
     list_limit,
     metadata_limits,
     amount_and_currency,
+    allowed_payment_method_types,
+    mandate_needs_confirm,
+    new_debit_payment_method,
     off_session,
     return_url,
     payment_method_owner,
+    payment_method_type_allowed,
+    debit_setup_future_usage,
+    us_bank_account_verification,
+    debit_mandate,
     refundable,
 )
 
