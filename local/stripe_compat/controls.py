@@ -13,6 +13,12 @@
   default Visa 4242; `dynamic_last4` optional): the card token that wallet's payment sheet would
   give (`wallets.py`), to be made a PaymentMethod with Stripe's own `card[token]`. Stripe has
   no API for this step (a real device's wallet does it), hence a control.
+- Bank debits (`debits.py`), the fake's "days later": `GET /_compat/debits` ->
+  `{"settle_after_seconds": 1.5, "pending": ["pi_..."]}`; `POST /_compat/debits` with JSON
+  `{"settle_after_seconds": 0.2}` (or `null`: pending debits wait to be settled by hand);
+  `POST /_compat/debits/settle` with `{}` settles every pending debit now, with
+  `{"payment_intent": "pi_..."}` that one (404 if nothing is pending for it) ->
+  `{"settled": ["pi_..."]}`.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from local.stripe_compat import wallets
+from local.stripe_compat import debits, wallets
 from local.stripe_compat.idempotency import IdempotencyCache, stripe_error
 
 PREFIX = "/_compat/"
@@ -166,6 +172,55 @@ async def post_wallet_token(request: web.Request) -> web.Response:
     return web.json_response(token._export())
 
 
+def _debits_state() -> dict[str, Any]:
+    return {
+        "settle_after_seconds": debits.settle_after_seconds(),
+        "pending": debits.pending_intents(),
+    }
+
+
+async def get_debits(request: web.Request) -> web.Response:
+    return web.json_response(_debits_state())
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    data = await request.json() if request.can_read_body else {}
+    if not isinstance(data, dict):
+        raise ValueError("expected a JSON object")
+    return data
+
+
+async def post_debits(request: web.Request) -> web.Response:
+    try:
+        data = await _json_object(request)
+        if set(data) != {"settle_after_seconds"}:
+            raise ValueError('expected {"settle_after_seconds": seconds or null}')
+        seconds = data["settle_after_seconds"]
+        if seconds is not None:
+            valid = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+            if not valid or not math.isfinite(seconds) or not 0 <= seconds <= 300:
+                raise ValueError("settle_after_seconds must be null or between 0 and 300")
+    except ValueError as exc:
+        return stripe_error(400, "invalid_request_error", f"Invalid debit settings: {exc}")
+    debits.set_settle_after_seconds(seconds)
+    return web.json_response(_debits_state())
+
+
+async def settle_debits(request: web.Request) -> web.Response:
+    try:
+        data = await _json_object(request)
+        if set(data) - {"payment_intent"}:
+            raise ValueError("the only field is payment_intent")
+    except ValueError as exc:
+        return stripe_error(400, "invalid_request_error", f"Invalid settle request: {exc}")
+    intent_id = data.get("payment_intent")
+    if intent_id is None:
+        return web.json_response({"settled": debits.settle_all()})
+    if not debits.settle(str(intent_id)):
+        return stripe_error(404, "invalid_request_error", f"No pending debit for {intent_id}.")
+    return web.json_response({"settled": [intent_id]})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get(PREFIX + "requests", get_requests)
     app.router.add_delete(PREFIX + "requests", delete_requests)
@@ -173,3 +228,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(PREFIX + "faults", post_fault)
     app.router.add_delete(PREFIX + "faults", delete_faults)
     app.router.add_post(PREFIX + "wallet_tokens", post_wallet_token)
+    app.router.add_get(PREFIX + "debits", get_debits)
+    app.router.add_post(PREFIX + "debits", post_debits)
+    app.router.add_post(PREFIX + "debits/settle", settle_debits)
