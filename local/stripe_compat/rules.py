@@ -603,12 +603,13 @@ def refundable(call: Call) -> None:
         charge = store.get("charge:" + charge_id)
     if not isinstance(charge, Charge):
         return
-    if charge.status != "succeeded":
+    if charge.status == "pending":
         # A bank debit still `processing` has a pending charge: Stripe refunds a payment after
-        # it succeeds and cancels one before (https://docs.stripe.com/refunds).
+        # it succeeds and cancels one before (https://docs.stripe.com/refunds). (localstripe
+        # refuses a failed charge's refund itself.)
         raise Refusal(
-            f"Charge {charge.id} is {charge.status} and cannot be refunded: only a successful "
-            "charge can be.",
+            f"Charge {charge.id} is pending and cannot be refunded: only a successful charge "
+            "can be.",
             "charge",
         )
     refunded = sum(
