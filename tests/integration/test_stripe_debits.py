@@ -171,6 +171,13 @@ def debit_intent(client: stripe.StripeClient, kind: str, **extra: Any) -> Any:
     )
 
 
+def confirmed_debit(client: stripe.StripeClient, kind: str, payment_method: str) -> Any:
+    """A debit created and confirmed on the server with the customer's mandate."""
+    return debit_intent(
+        client, kind, payment_method=payment_method, mandate_data=ONLINE, confirm=True
+    )
+
+
 def new_payment_method(client: stripe.StripeClient, kind: str, account: dict[str, str]) -> str:
     """A debit PaymentMethod created with the secret key (SEPA, ACH, BECS)."""
     params: Any = {"type": kind, kind: account, "billing_details": billing(kind)}
@@ -876,13 +883,7 @@ def test_a_returned_ach_debit_fails_the_payment(
 ) -> None:
     account = {"routing_number": ACH_ROUTING, "account_number": ACH_NO_ACCOUNT}
     payment_method = new_payment_method(client, "us_bank_account", account)
-    intent = debit_intent(
-        client,
-        "us_bank_account",
-        payment_method=payment_method,
-        mandate_data=ONLINE,
-        confirm=True,
-    )
+    intent = confirmed_debit(client, "us_bank_account", payment_method)
     assert intent.status == "requires_action"
     assert verify(client, intent.id).status == "processing"
     settle(fake, intent.id)
@@ -911,13 +912,7 @@ def test_ach_microdeposits_that_fail_or_run_out_of_attempts(
     assert events_about(client, exceeded.id) == ["payment_intent.payment_failed"]
 
     # Microdeposits that cannot be sent: the payment fails later.
-    never_sent = debit_intent(
-        client,
-        "us_bank_account",
-        payment_method="pm_usBankAccount_failMicrodeposits",
-        mandate_data=ONLINE,
-        confirm=True,
-    )
+    never_sent = confirmed_debit(client, "us_bank_account", "pm_usBankAccount_failMicrodeposits")
     assert never_sent.status == "requires_action"
     settle(fake, never_sent.id)
     failed = client.v1.payment_intents.retrieve(never_sent.id)
@@ -930,21 +925,9 @@ def test_stripe_test_payment_methods_stand_for_their_accounts(
     fake: StripeHandle, client: stripe.StripeClient
 ) -> None:
     # Bacs on the server: only through its test PaymentMethods.
-    bacs = debit_intent(
-        client,
-        "bacs_debit",
-        payment_method="pm_bacsDebit_success",
-        mandate_data=ONLINE,
-        confirm=True,
-    )
+    bacs = confirmed_debit(client, "bacs_debit", "pm_bacsDebit_success")
     assert bacs.status == "processing"
-    becs = debit_intent(
-        client,
-        "au_becs_debit",
-        payment_method="pm_auBecsDebit_debitNotAuthorized",
-        mandate_data=ONLINE,
-        confirm=True,
-    )
+    becs = confirmed_debit(client, "au_becs_debit", "pm_auBecsDebit_debitNotAuthorized")
     settle(fake, bacs.id)
     settle(fake, becs.id)
     assert client.v1.payment_intents.retrieve(bacs.id).status == "succeeded"
@@ -952,13 +935,7 @@ def test_stripe_test_payment_methods_stand_for_their_accounts(
     assert failed.last_payment_error is not None
     assert failed.last_payment_error.code == "debit_not_authorized"
     # This one stays processing: nothing to settle.
-    forever = debit_intent(
-        client,
-        "us_bank_account",
-        payment_method="pm_usBankAccount_processing",
-        mandate_data=ONLINE,
-        confirm=True,
-    )
+    forever = confirmed_debit(client, "us_bank_account", "pm_usBankAccount_processing")
     assert verify(client, forever.id).status == "processing"
     assert forever.id not in controls(fake, "GET", "debits")["pending"]
 
@@ -969,13 +946,7 @@ def test_stripe_test_payment_methods_stand_for_their_accounts(
 def test_a_debit_still_processing_cannot_be_refunded(
     fake: StripeHandle, client: stripe.StripeClient
 ) -> None:
-    intent = debit_intent(
-        client,
-        "sepa_debit",
-        payment_method="pm_success_de",
-        mandate_data=ONLINE,
-        confirm=True,
-    )
+    intent = confirmed_debit(client, "sepa_debit", "pm_success_de")
     charge = charge_of(intent)
     error = refused(lambda: client.v1.refunds.create(params={"payment_intent": intent.id}))
     assert error.param == "payment_intent"
@@ -1001,13 +972,7 @@ def test_pending_debits_settle_by_themselves_after_the_configured_delay(
         "pending": controls(fake, "GET", "debits")["pending"],
     }
     try:
-        intent = debit_intent(
-            client,
-            "sepa_debit",
-            payment_method="pm_success_de",
-            mandate_data=ONLINE,
-            confirm=True,
-        )
+        intent = confirmed_debit(client, "sepa_debit", "pm_success_de")
         assert intent.status == "processing"
         deadline = time.monotonic() + 5
         while client.v1.payment_intents.retrieve(intent.id).status == "processing":
