@@ -151,37 +151,40 @@ def test_a_card_payment_has_its_receipt_once_it_has_succeeded(clinic):
     settled = clinic.payment("pat_a", payment["id"])
     status, body = receipt(clinic, payment["id"])
     assert status == 200, body
-    assert body == {
-        "payment_id": payment["id"],
-        "confirmation_number": settled["confirmation_number"],
-        "clinic_name": "Test Clinic",
-        "clinic_profile": {  # a clinic that never gave its profile
-            "legal_name": "",
-            "address": "",
-            "phone": "",
-            "email": "",
-            "tax_registration_number": "",
-        },
-        "date_posted": settled["succeeded_at"][:10],  # a clinic in UTC
-        "succeeded_at": settled["succeeded_at"],
-        "purpose": "invoice",
-        "amount": 15000,
-        "fee_amount": 0,
-        "total_charged": 15000,
-        "currency": "usd",
-        "method": "card",
-        "card": {"brand": "visa", "last4": "4242", "wallet": None},
-        "paid": [
-            {"invoice_id": invoice["id"], "invoice_number": invoice["number"], "amount": 15000}
-        ],
-        "credit_added": 0,
-        "credit_balance": 0,
-        "payer": "copay",
-        "reference": "1.1.2026 1000 CC",
-        "location_id": None,
-        "location_name": None,
-        "refunds": [],
-    }
+    assert (
+        body
+        == {
+            "payment_id": payment["id"],
+            "confirmation_number": settled["confirmation_number"],
+            "clinic_name": "Test Clinic",
+            "clinic_profile": {  # a clinic that never gave its profile
+                "legal_name": "",
+                "address": "",
+                "phone": "",
+                "email": "",
+                "tax_registration_number": "",
+            },
+            "date_posted": settled["succeeded_at"][:10],  # a clinic in UTC
+            "succeeded_at": settled["succeeded_at"],
+            "purpose": "invoice",
+            "amount": 15000,
+            "fee_amount": 0,
+            "total_charged": 15000,
+            "currency": "usd",
+            "method": "card",
+            "card": {"brand": "visa", "last4": "4242", "wallet": None},
+            "paid": [
+                {"invoice_id": invoice["id"], "invoice_number": invoice["number"], "amount": 15000}
+            ],
+            "credit_added": 0,
+            "credit_balance": 0,
+            "payer": "copay",
+            "reference": "1.1.2026 1000 CC",
+            "location_id": None,
+            "location_name": None,
+            "refunds": [],
+        }
+    )
     clinic.check_invariant("pat_a")
 
 
