@@ -34,6 +34,7 @@ def _params(path: str, patient: str = "pat_a") -> dict[str, str]:
         "payment_id": "pay_x",
         "account_id": "main",
         "pm_id": "pm_x",
+        "refund_id": "ref_x",
     }
     return {k: v for k, v in values.items() if "{" + k + "}" in path}
 
