@@ -10,6 +10,7 @@ from botocore.exceptions import ClientError
 from clinic_payments.adapters import codec
 from clinic_payments.adapters.codec import patient_pk
 from clinic_payments.adapters.dynamo.table import OnTable, dump, refusal, values
+from clinic_payments.domain.errors import ServiceUnavailableError
 from clinic_payments.domain.model import CardConsent, CardSetup
 
 
@@ -45,7 +46,11 @@ class DynamoCustomers(OnTable):
             return customer_id
         existing = self.get_customer_id(clinic_id, patient_id, account_id)
         if existing is None:
-            raise RuntimeError("a customer record refused as existing, then not found")
+            # Refused as existing, then not found: never expected; answered as a retryable
+            # 503 rather than a 500, and nothing was charged yet.
+            raise ServiceUnavailableError(
+                "The service is busy; nothing was charged. Retry shortly."
+            )
         return existing
 
     def put_card_setup(self, setup: CardSetup) -> bool:
